@@ -1,0 +1,107 @@
+//! The Audit actor: security-relevant events as JSON lines in `security.audit_log`.
+//!
+//! One line per event: `{"ts": RFC 3339, "event": name, ...fields}`. Each line is
+//! written and flushed before the next message is handled, so an audit trail survives
+//! a crash of the process. Supervised: a restart reopens the file. It stops when its
+//! last address is dropped, after writing every record already sent.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use actix::prelude::*;
+use serde_json::{Map, Value};
+use slog::{error, Logger};
+
+use crate::drain::DrainToken;
+use crate::error::Error;
+
+/// Records one event.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct Record {
+    /// Event name in snake case, e.g. `config_reloaded`.
+    pub event: &'static str,
+    /// Event data: a JSON object.
+    pub fields: Value,
+}
+
+/// Owns the audit file.
+pub struct AuditActor {
+    path: PathBuf,
+    file: Option<File>,
+    log: Logger,
+    _drain: Option<DrainToken>,
+}
+
+impl AuditActor {
+    /// An actor appending to `path`; the file opens when the actor starts.
+    pub fn new(path: PathBuf, log: Logger, drain: Option<DrainToken>) -> Self {
+        Self {
+            path,
+            file: None,
+            log,
+            _drain: drain,
+        }
+    }
+
+    fn open(&mut self) {
+        match OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+        {
+            Ok(f) => self.file = Some(f),
+            Err(e) => {
+                let err = Error::io(&self.path, e);
+                error!(self.log, "audit log unavailable"; "code" => err.code(), "error" => %err);
+                self.file = None;
+            }
+        }
+    }
+
+    fn write(&mut self, record: &Record) {
+        let mut line = Map::new();
+        line.insert(
+            "ts".into(),
+            humantime::format_rfc3339_millis(SystemTime::now())
+                .to_string()
+                .into(),
+        );
+        line.insert("event".into(), record.event.into());
+        if let Value::Object(fields) = &record.fields {
+            line.extend(fields.clone());
+        }
+        let mut bytes = Value::Object(line).to_string().into_bytes();
+        bytes.push(b'\n');
+        let Some(file) = self.file.as_mut() else {
+            return;
+        };
+        if let Err(e) = file.write_all(&bytes).and_then(|()| file.flush()) {
+            let err = Error::io(&self.path, e);
+            error!(self.log, "audit write failed"; "code" => err.code(), "error" => %err, "event" => record.event);
+        }
+    }
+}
+
+impl Actor for AuditActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, _ctx: &mut Self::Context) {
+        self.open();
+    }
+}
+
+impl Supervised for AuditActor {
+    fn restarting(&mut self, _ctx: &mut Self::Context) {
+        self.open();
+    }
+}
+
+impl Handler<Record> for AuditActor {
+    type Result = ();
+    fn handle(&mut self, msg: Record, _ctx: &mut Self::Context) {
+        self.write(&msg);
+    }
+}

@@ -1,0 +1,234 @@
+//! The Daemon actor: root of the supervision tree.
+//!
+//! It owns the running [`Config`], starts the children, and turns signals into
+//! lifecycle: SIGHUP reloads (load, validate, diff, hand each change to its owner; a
+//! bad file is refused and the running configuration stays), SIGTERM and SIGINT stop
+//! gracefully (children are told, then waited for by their drain tokens up to
+//! `connection.drain_timeout`), and a second stop signal forces the exit.
+//!
+//! Signals come from tokio's per-signal streams rather than `ctrlc`: `ctrlc` handles
+//! SIGINT only, and with its `termination` feature SIGHUP lands in the same handler,
+//! where it could not be told apart from a stop.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use actix::prelude::*;
+use serde_json::json;
+use slog::{error, info, warn, Logger};
+use sssonector_config::{diff, load, Change, Component, Config, Mode};
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::audit::{AuditActor, Record};
+use crate::drain::Drain;
+use crate::error::{Error, Result};
+use crate::logging::LogHandle;
+use crate::tunnel::tls;
+
+/// Reload the configuration file (SIGHUP, and later `ctl reload`).
+#[derive(Message, Debug)]
+#[rtype(result = "Result<Vec<Change>>")]
+pub struct Reload;
+
+/// Stop gracefully; a second `Stop` forces the exit.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct Stop {
+    /// Why, for the log and the audit trail: `SIGTERM`, `SIGINT`, `ctl`.
+    pub reason: &'static str,
+}
+
+/// Exit status when a second stop signal cuts the drain short.
+const FORCED_EXIT: i32 = 130;
+
+/// The root actor.
+pub struct Daemon {
+    config: Config,
+    path: PathBuf,
+    log: Logger,
+    log_handle: LogHandle,
+    audit: Option<Addr<AuditActor>>,
+    drain: Option<Drain>,
+    started: Instant,
+}
+
+impl Daemon {
+    /// A daemon for `config`, loaded from `path`.
+    ///
+    /// # Errors
+    /// `E_TLS_CONFIG` when the certificate, key, CA or CRL cannot be used: better to
+    /// refuse to start than to fail on the first peer.
+    pub fn new(config: Config, path: PathBuf, log: Logger, log_handle: LogHandle) -> Result<Self> {
+        check_tls(&config)?;
+        Ok(Self {
+            config,
+            path,
+            log,
+            log_handle,
+            audit: None,
+            drain: Some(Drain::default()),
+            started: Instant::now(),
+        })
+    }
+
+    fn audit(&self, event: &'static str, fields: serde_json::Value) {
+        if let Some(audit) = &self.audit {
+            audit.do_send(Record { event, fields });
+        }
+    }
+
+    fn start_audit(&mut self) {
+        self.audit = self.config.security.audit_log.clone().map(|path| {
+            let log = self.log.new(slog::o!("actor" => "audit"));
+            let token = self.drain.as_ref().and_then(Drain::token);
+            Supervisor::start(move |_| AuditActor::new(path, log, token))
+        });
+    }
+
+    fn listen_for_signals(&self, ctx: &mut Context<Self>) {
+        let addr = ctx.address();
+        let log = self.log.clone();
+        let registered = (|| {
+            Ok::<_, std::io::Error>((
+                signal(SignalKind::hangup())?,
+                signal(SignalKind::terminate())?,
+                signal(SignalKind::interrupt())?,
+            ))
+        })();
+        let (mut hup, mut term, mut int) = match registered {
+            Ok(s) => s,
+            Err(e) => {
+                let err = Error::io("signal handlers", e);
+                error!(log, "cannot install signal handlers"; "code" => err.code(), "error" => %err);
+                System::current().stop_with_code(1);
+                return;
+            }
+        };
+        actix_rt::spawn(async move {
+            loop {
+                let msg = tokio::select! {
+                    _ = hup.recv() => None,
+                    _ = term.recv() => Some("SIGTERM"),
+                    _ = int.recv() => Some("SIGINT"),
+                };
+                match msg {
+                    None => {
+                        // The reply is logged by the handler itself.
+                        let _ = addr.send(Reload).await;
+                    }
+                    Some(reason) => addr.do_send(Stop { reason }),
+                }
+            }
+        });
+    }
+
+    /// Applies the changes that concern live components and returns the configuration
+    /// now in force: keys that need a restart keep their running values.
+    fn apply(&mut self, mut new: Config, changes: &[Change]) -> Config {
+        for change in changes {
+            if change.needs_restart() {
+                warn!(self.log, "change needs a restart, running value kept"; "key" => %change.key);
+                continue;
+            }
+            if change.component == Component::Logging {
+                self.log_handle.set_level(new.logging.level);
+            }
+        }
+        new.mode = self.config.mode;
+        new.control = self.config.control.clone();
+        new.logging.format = self.config.logging.format;
+        new.logging.file = self.config.logging.file.clone();
+        new
+    }
+}
+
+fn check_tls(config: &Config) -> Result<()> {
+    match config.mode() {
+        Mode::Server => tls::server_config(&config.tunnel, &config.security).map(drop)?,
+        Mode::Client => tls::client_config(&config.tunnel, &config.security).map(drop)?,
+    }
+    Ok(())
+}
+
+impl Actor for Daemon {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.start_audit();
+        self.listen_for_signals(ctx);
+        info!(self.log, "daemon started";
+            "mode" => ?self.config.mode(),
+            "config" => %self.path.display(),
+            "digest" => self.config.digest(),
+            "pid" => std::process::id());
+        self.audit(
+            "daemon_started",
+            json!({ "config": self.path, "digest": self.config.digest() }),
+        );
+    }
+}
+
+impl Handler<Reload> for Daemon {
+    type Result = Result<Vec<Change>>;
+
+    fn handle(&mut self, _msg: Reload, _ctx: &mut Self::Context) -> Self::Result {
+        let loaded = load(&self.path).map_err(Error::from).and_then(|c| {
+            check_tls(&c)?;
+            Ok(c)
+        });
+        let new = match loaded {
+            Ok(c) => c,
+            Err(err) => {
+                warn!(self.log, "reload refused, running configuration kept";
+                    "code" => err.code(), "error" => %err);
+                self.audit(
+                    "reload_refused",
+                    json!({ "code": err.code(), "error": err.to_string() }),
+                );
+                return Err(err);
+            }
+        };
+        let changes = diff(&self.config, &new);
+        self.config = self.apply(new, &changes);
+        let keys: Vec<&str> = changes.iter().map(|c| c.key.as_str()).collect();
+        info!(self.log, "configuration reloaded";
+            "changes" => keys.join(","), "digest" => self.config.digest());
+        self.audit(
+            "config_reloaded",
+            json!({ "changes": keys, "digest": self.config.digest() }),
+        );
+        Ok(changes)
+    }
+}
+
+impl Handler<Stop> for Daemon {
+    type Result = ();
+
+    fn handle(&mut self, msg: Stop, ctx: &mut Self::Context) {
+        let Some(drain) = self.drain.take() else {
+            warn!(self.log, "second stop request, exiting without waiting"; "reason" => msg.reason);
+            System::current().stop_with_code(FORCED_EXIT);
+            return;
+        };
+        let grace = self.config.connection.drain_timeout.duration();
+        info!(self.log, "daemon stopping";
+            "reason" => msg.reason,
+            "grace_ms" => grace.as_millis() as u64,
+            "uptime_s" => self.started.elapsed().as_secs());
+        self.audit("daemon_stopping", json!({ "reason": msg.reason }));
+        // Children stop when their last address is gone, after their queued messages.
+        self.audit = None;
+        let log = self.log.clone();
+        ctx.spawn(
+            async move {
+                if drain.wait(grace).await {
+                    info!(log, "daemon stopped");
+                } else {
+                    warn!(log, "drain timeout, remaining work cut"; "grace_ms" => grace.as_millis() as u64);
+                }
+                System::current().stop_with_code(0);
+            }
+            .into_actor(self),
+        );
+    }
+}

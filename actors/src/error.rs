@@ -1,0 +1,197 @@
+//! Errors with stable codes.
+//!
+//! Every failure the daemon reports carries an [`ErrorCode`]: a stable `E_*` name that
+//! scripts match on, that the control socket returns and that every log line reporting
+//! an error carries under the key `code`. Messages are for people and may change;
+//! codes may not.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::{Serialize, Serializer};
+use serde_json::{json, Value};
+use sssonector_config::LoadError;
+
+use crate::tunnel::tls::TlsError;
+
+/// Stable error codes. Their names are part of the public interface: never rename one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// The configuration was refused; `details.problems` lists every key path.
+    ConfigInvalid,
+    /// A file or socket operation failed.
+    Io,
+    /// Our own certificate, key, CA or CRL could not be used.
+    TlsConfig,
+    /// The peer's certificate is not signed by our CA (or the peer refused ours).
+    TlsUntrusted,
+    /// The TLS handshake failed for another reason (protocol, timeout, closed).
+    TlsHandshake,
+    /// `cert init` would overwrite existing files.
+    CertExists,
+    /// The subsystem that would answer is not built yet.
+    NotAvailable,
+    /// A bug: an invariant did not hold.
+    Internal,
+}
+
+impl ErrorCode {
+    /// Every code, for documentation and tests.
+    pub const ALL: [ErrorCode; 8] = [
+        ErrorCode::ConfigInvalid,
+        ErrorCode::Io,
+        ErrorCode::TlsConfig,
+        ErrorCode::TlsUntrusted,
+        ErrorCode::TlsHandshake,
+        ErrorCode::CertExists,
+        ErrorCode::NotAvailable,
+        ErrorCode::Internal,
+    ];
+
+    /// The stable name, e.g. `E_CONFIG_INVALID`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::ConfigInvalid => "E_CONFIG_INVALID",
+            ErrorCode::Io => "E_IO",
+            ErrorCode::TlsConfig => "E_TLS_CONFIG",
+            ErrorCode::TlsUntrusted => "E_TLS_UNTRUSTED",
+            ErrorCode::TlsHandshake => "E_TLS_HANDSHAKE",
+            ErrorCode::CertExists => "E_CERT_EXISTS",
+            ErrorCode::NotAvailable => "E_NOT_AVAILABLE",
+            ErrorCode::Internal => "E_INTERNAL",
+        }
+    }
+
+    /// The process exit status for a command that failed with this code: 2 for input the
+    /// operator must correct, 1 otherwise.
+    pub const fn exit_status(self) -> i32 {
+        match self {
+            ErrorCode::ConfigInvalid => 2,
+            _ => 1,
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for ErrorCode {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl slog::Value for ErrorCode {
+    fn serialize(
+        &self,
+        _record: &slog::Record<'_>,
+        key: slog::Key,
+        serializer: &mut dyn slog::Serializer,
+    ) -> slog::Result {
+        serializer.emit_str(key, self.as_str())
+    }
+}
+
+/// Any error of the runtime.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The configuration could not be loaded or was invalid.
+    #[error("configuration refused: {0}")]
+    Config(#[from] LoadError),
+    /// TLS material or a handshake failed.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// A file operation failed.
+    #[error("{}: {source}", .path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// `cert init` found files it would overwrite.
+    #[error("{} already exists, pass --force to overwrite", .0.display())]
+    CertExists(PathBuf),
+    /// A command whose subsystem is not built yet.
+    #[error("{0} is not available in this version")]
+    NotAvailable(&'static str),
+    /// An invariant did not hold.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// The stable code.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Error::Config(_) => ErrorCode::ConfigInvalid,
+            Error::Tls(e) => e.code(),
+            Error::Io { .. } => ErrorCode::Io,
+            Error::CertExists(_) => ErrorCode::CertExists,
+            Error::NotAvailable(_) => ErrorCode::NotAvailable,
+            Error::Internal(_) => ErrorCode::Internal,
+        }
+    }
+
+    /// Machine-readable details: the problems of a refused configuration, the file of
+    /// an I/O error.
+    pub fn details(&self) -> Value {
+        match self {
+            Error::Config(e) => json!({ "problems": e.problems() }),
+            Error::Io { path, .. } | Error::CertExists(path) => json!({ "path": path }),
+            Error::Tls(e) => e.details(),
+            _ => json!({}),
+        }
+    }
+
+    /// Wraps an I/O error with the file it concerns.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// The JSON form used in control replies and `--json` output:
+    /// `{"code": "E_…", "message": "…", "details": {…}}`.
+    pub fn to_json(&self) -> Value {
+        json!({ "code": self.code(), "message": self.to_string(), "details": self.details() })
+    }
+}
+
+/// Result with the runtime's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_unique_upper_snake_names() {
+        let mut seen = std::collections::HashSet::new();
+        for code in ErrorCode::ALL {
+            let name = code.as_str();
+            assert!(name.starts_with("E_"), "{name}");
+            assert!(
+                name.chars().all(|c| c.is_ascii_uppercase() || c == '_'),
+                "{name}"
+            );
+            assert!(seen.insert(name), "{name} twice");
+        }
+    }
+
+    #[test]
+    fn config_errors_carry_every_problem_in_details() {
+        let err = Error::Config(LoadError::Invalid(vec![
+            sssonector_config::Problem::new("a.b", "bad"),
+            sssonector_config::Problem::new("c", "worse"),
+        ]));
+        let json = err.to_json();
+        assert_eq!(json["code"], "E_CONFIG_INVALID");
+        assert_eq!(json["details"]["problems"][1]["path"], "c");
+        assert_eq!(err.code().exit_status(), 2);
+    }
+}

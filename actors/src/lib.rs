@@ -1,0 +1,42 @@
+//! # sssonector-actors
+//!
+//! The runtime of an SSSonector daemon: supervised actix actors that exchange typed
+//! messages, with the per-packet work kept off the mailboxes.
+//!
+//! # Layout
+//! - [`daemon`]: the root actor; signals, reload, graceful stop. Start it with [`start`].
+//! - [`audit`]: security events as JSON lines.
+//! - [`tunnel::tls`]: rustls configurations for mutual TLS.
+//! - [`logging`]: slog with a run-time level.
+//! - [`drain`]: drain tokens, how a stop knows the children have finished.
+//! - [`error`]: the error type and its stable codes.
+
+#![forbid(unsafe_code)]
+
+pub mod audit;
+pub mod daemon;
+pub mod drain;
+pub mod error;
+pub mod logging;
+pub mod tunnel;
+
+use std::path::PathBuf;
+
+use actix::{Actor, Addr};
+use slog::Logger;
+use sssonector_config::Config;
+
+pub use error::{Error, ErrorCode, Result};
+
+/// Starts the daemon for `config` (loaded from `path`) on the current actix system.
+///
+/// # Errors
+/// `E_TLS_CONFIG` when the TLS material cannot be used.
+pub fn start(
+    config: Config,
+    path: PathBuf,
+    log: Logger,
+    log_handle: logging::LogHandle,
+) -> Result<Addr<daemon::Daemon>> {
+    Ok(daemon::Daemon::new(config, path, log, log_handle)?.start())
+}

@@ -1,0 +1,221 @@
+//! `diff(old, new)`: which keys a reload changes and which component owns each, so
+//! the daemon hands every component only what concerns it.
+//!
+//! Pure: compares the serialized forms leaf by leaf. Secrets serialize as `***`, so a
+//! changed secret is found by comparing the section itself.
+
+use std::fmt;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::schema::Config;
+
+/// The part of the daemon that applies a change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Component {
+    /// The root: `mode`.
+    Daemon,
+    /// The TUN adapter: `network`.
+    Tun,
+    /// Listener or dialer and TLS: `tunnel`.
+    Tunnel,
+    /// Service listeners and balancers: `services`.
+    Services,
+    /// Connection limits: `connection`.
+    Connections,
+    /// Health checks and failover: `balancer`.
+    Balancer,
+    /// Circuit breakers: `breaker`.
+    Breakers,
+    /// Rate limiter: `throttle`.
+    RateLimiter,
+    /// Access control and audit: `security`.
+    Security,
+    /// Prometheus endpoint: `monitor.prometheus`.
+    Metrics,
+    /// SNMP agent: `monitor.snmp`.
+    Snmp,
+    /// Control socket: `control`.
+    Control,
+    /// Logging: `logging`.
+    Logging,
+}
+
+impl Component {
+    fn owning(key: &str) -> Component {
+        let section = key.split(['.', '[']).next().unwrap_or_default();
+        match section {
+            "network" => Component::Tun,
+            "tunnel" => Component::Tunnel,
+            "services" => Component::Services,
+            "connection" => Component::Connections,
+            "balancer" => Component::Balancer,
+            "breaker" => Component::Breakers,
+            "throttle" => Component::RateLimiter,
+            "security" => Component::Security,
+            "monitor" if key.starts_with("monitor.snmp") => Component::Snmp,
+            "monitor" => Component::Metrics,
+            "control" => Component::Control,
+            "logging" => Component::Logging,
+            _ => Component::Daemon,
+        }
+    }
+}
+
+/// One changed key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Change {
+    /// Who applies it.
+    pub component: Component,
+    /// The key path, e.g. `throttle.rate` or `services[0].endpoints`.
+    pub key: String,
+}
+
+impl Change {
+    /// Whether applying this change needs a restart of the daemon rather than a reload:
+    /// the mode, the control socket and where logs go are fixed for a process's life.
+    pub fn needs_restart(&self) -> bool {
+        self.key == "mode"
+            || self.component == Component::Control
+            || self.key == "logging.format"
+            || self.key == "logging.file"
+    }
+}
+
+impl fmt::Display for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.key)
+    }
+}
+
+/// The keys that differ between `old` and `new`, in key order.
+pub fn diff(old: &Config, new: &Config) -> Vec<Change> {
+    let mut keys = Vec::new();
+    walk("", &to_json(old), &to_json(new), &mut keys);
+    if old.monitor.snmp != new.monitor.snmp && !keys.iter().any(|k| k.starts_with("monitor.snmp")) {
+        keys.push("monitor.snmp".to_string());
+    }
+    keys.into_iter()
+        .map(|key| Change {
+            component: Component::owning(&key),
+            key,
+        })
+        .collect()
+}
+
+fn to_json(c: &Config) -> Value {
+    serde_json::to_value(c).expect("the schema serializes to JSON: string keys, finite numbers")
+}
+
+/// Records the paths where `a` and `b` differ. A list whose length changed is reported
+/// whole, since its items no longer line up.
+fn walk(path: &str, a: &Value, b: &Value, out: &mut Vec<String>) {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            for (k, va) in x {
+                let sub = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                walk(&sub, va, y.get(k).unwrap_or(&Value::Null), out);
+            }
+        }
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
+            for (i, (va, vb)) in x.iter().zip(y).enumerate() {
+                walk(&format!("{path}[{i}]"), va, vb, out);
+            }
+        }
+        _ if a != b => out.push(path.to_string()),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{HostPort, Parsed, Secret};
+
+    fn base() -> Config {
+        Config::default()
+    }
+
+    #[test]
+    fn diff_names_each_changed_key_and_its_owner() {
+        type Edit = fn(&mut Config);
+        let table: &[(Edit, &[(&str, Component)])] = &[
+            (|_| {}, &[]),
+            (
+                |c| c.throttle.rate = 1000,
+                &[("throttle.rate", Component::RateLimiter)],
+            ),
+            (
+                |c| c.logging.level = crate::LogLevel::Debug,
+                &[("logging.level", Component::Logging)],
+            ),
+            (|c| c.network.mtu = 1400, &[("network.mtu", Component::Tun)]),
+            (
+                |c| c.monitor.snmp.community = Some(Secret::new("new")),
+                &[("monitor.snmp.community", Component::Snmp)],
+            ),
+            (
+                |c| {
+                    c.breaker.max_failures = 9;
+                    c.monitor.prometheus.enabled = true;
+                },
+                &[
+                    ("breaker.max_failures", Component::Breakers),
+                    ("monitor.prometheus.enabled", Component::Metrics),
+                ],
+            ),
+            (
+                |c| {
+                    c.tunnel.servers.push(crate::ServerEntry {
+                        address: Parsed::<HostPort>::parse("b:1"),
+                        weight: 1,
+                    })
+                },
+                &[("tunnel.servers", Component::Tunnel)],
+            ),
+        ];
+        for (edit, want) in table {
+            let old = base();
+            let mut new = base();
+            edit(&mut new);
+            let got: Vec<_> = diff(&old, &new)
+                .into_iter()
+                .map(|c| (c.key, c.component))
+                .collect();
+            let want: Vec<_> = want.iter().map(|(k, c)| (k.to_string(), *c)).collect();
+            assert_eq!(got, want);
+        }
+    }
+
+    #[test]
+    fn a_changed_secret_is_seen_although_it_prints_as_stars() {
+        let mut old = base();
+        old.monitor.snmp.community = Some(Secret::new("one"));
+        let mut new = base();
+        new.monitor.snmp.community = Some(Secret::new("two"));
+        let changes = diff(&old, &new);
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].component, Component::Snmp);
+    }
+
+    #[test]
+    fn mode_and_control_need_a_restart() {
+        let old = base();
+        let mut new = base();
+        new.mode = Some(crate::Mode::Client);
+        new.control.socket = "/tmp/x.sock".into();
+        new.throttle.enabled = true;
+        let restart: Vec<_> = diff(&old, &new)
+            .into_iter()
+            .filter(Change::needs_restart)
+            .map(|c| c.key)
+            .collect();
+        assert_eq!(restart, ["control.socket", "mode"]);
+    }
+}

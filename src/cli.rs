@@ -1,0 +1,110 @@
+//! The command line: `sssonector <command>`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// SSSonector: services on different sites talk over a mutually authenticated
+/// TLS 1.3 tunnel, without a VPN.
+#[derive(Parser, Debug)]
+#[command(name = "sssonector", version, about, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the daemon in the foreground (SIGTERM/SIGINT stop it, SIGHUP reloads).
+    Run(ConfigArg),
+    /// Work with configuration files.
+    Config {
+        /// What to do with it.
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Make certificates.
+    Cert {
+        /// What to make.
+        #[command(subcommand)]
+        command: CertCommand,
+    },
+    /// A throwaway demonstration with embedded configuration: certificates, a server
+    /// and a client, traffic, live figures until Ctrl-C.
+    Demo(DemoArgs),
+    /// Send a command to a running daemon's control socket.
+    Ctl(PassThrough),
+    /// Measure a tunnel under load.
+    Bench(PassThrough),
+    /// Print a shell completion script.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// `--config FILE`.
+#[derive(Args, Debug)]
+pub struct ConfigArg {
+    /// Configuration file: .yaml, .yml, .json or .toml.
+    #[arg(short, long, value_name = "FILE")]
+    pub config: PathBuf,
+}
+
+/// `config` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum ConfigCommand {
+    /// Validate a file: print the effective configuration as JSON (secrets redacted)
+    /// and exit 0, or print every problem and exit 2.
+    Check(ConfigArg),
+}
+
+/// `cert` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum CertCommand {
+    /// Make a CA, a server certificate and client certificates in DIR.
+    Init(CertInitArgs),
+}
+
+/// `cert init` arguments.
+#[derive(Args, Debug)]
+pub struct CertInitArgs {
+    /// Folder to write ca.crt, ca.key, server.crt, server.key, NAME.crt, NAME.key.
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    /// The server's name (DNS name or IP address) clients check.
+    #[arg(long, value_name = "NAME")]
+    pub server_name: String,
+    /// A client certificate name; repeat for more clients.
+    #[arg(long = "client", value_name = "NAME", required = true)]
+    pub clients: Vec<String>,
+    /// Days the server and client certificates are valid.
+    #[arg(long, default_value_t = 397, value_name = "DAYS")]
+    pub days: u32,
+    /// Overwrite existing files.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `demo` arguments.
+#[derive(Args, Debug)]
+pub struct DemoArgs {
+    /// Stop after this long (e.g. `10s`) instead of waiting for Ctrl-C.
+    #[arg(long, value_name = "DURATION", value_parser = humantime_duration)]
+    pub duration: Option<std::time::Duration>,
+}
+
+/// Arguments of a subcommand that is not built yet, accepted so that scripts get its
+/// error code rather than a usage error.
+#[derive(Args, Debug)]
+pub struct PassThrough {
+    /// Arguments.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub args: Vec<String>,
+}
+
+fn humantime_duration(s: &str) -> Result<std::time::Duration, String> {
+    s.parse::<sssonector_config::HumanDuration>().map(|d| d.0)
+}
