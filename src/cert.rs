@@ -82,7 +82,7 @@ pub fn generate(
     let now = OffsetDateTime::now_utc();
     let ca_key = KeyPair::generate().map_err(rcgen_error)?;
     let mut ca_params = CertificateParams::default();
-    ca_params.distinguished_name = dn("SSSonector CA");
+    ca_params.distinguished_name = dn(&ca_name(&ca_key));
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     ca_params.not_before = now - CLOCK_SKEW;
@@ -117,6 +117,18 @@ pub fn generate(
         emit(files, crt, key)?;
     }
     Ok(written)
+}
+
+/// A CA name unique to this CA: two deployments' CAs are told apart by name, and a
+/// peer verifier meeting a foreign certificate reports an unknown issuer rather than a
+/// bad signature from a same-named CA.
+fn ca_name(key: &KeyPair) -> String {
+    // The first bytes of the random EC point (after the 0x04 uncompressed marker).
+    let id: String = key.public_key_raw()[1..5]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("SSSonector CA {id}")
 }
 
 fn dn(common_name: &str) -> DistinguishedName {

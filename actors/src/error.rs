@@ -29,6 +29,8 @@ pub enum ErrorCode {
     TlsHandshake,
     /// `cert init` would overwrite existing files.
     CertExists,
+    /// A reload changed something only a restart can change (the mode).
+    RestartRequired,
     /// The subsystem that would answer is not built yet.
     NotAvailable,
     /// A bug: an invariant did not hold.
@@ -37,13 +39,14 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, for documentation and tests.
-    pub const ALL: [ErrorCode; 8] = [
+    pub const ALL: [ErrorCode; 9] = [
         ErrorCode::ConfigInvalid,
         ErrorCode::Io,
         ErrorCode::TlsConfig,
         ErrorCode::TlsUntrusted,
         ErrorCode::TlsHandshake,
         ErrorCode::CertExists,
+        ErrorCode::RestartRequired,
         ErrorCode::NotAvailable,
         ErrorCode::Internal,
     ];
@@ -57,6 +60,7 @@ impl ErrorCode {
             ErrorCode::TlsUntrusted => "E_TLS_UNTRUSTED",
             ErrorCode::TlsHandshake => "E_TLS_HANDSHAKE",
             ErrorCode::CertExists => "E_CERT_EXISTS",
+            ErrorCode::RestartRequired => "E_RESTART_REQUIRED",
             ErrorCode::NotAvailable => "E_NOT_AVAILABLE",
             ErrorCode::Internal => "E_INTERNAL",
         }
@@ -115,6 +119,9 @@ pub enum Error {
     /// `cert init` found files it would overwrite.
     #[error("{} already exists, pass --force to overwrite", .0.display())]
     CertExists(PathBuf),
+    /// A reload would change `key`, which needs a restart; nothing was applied.
+    #[error("{0} changed: restart the daemon to apply this file")]
+    RestartRequired(String),
     /// A command whose subsystem is not built yet.
     #[error("{0} is not available in this version")]
     NotAvailable(&'static str),
@@ -131,6 +138,7 @@ impl Error {
             Error::Tls(e) => e.code(),
             Error::Io { .. } => ErrorCode::Io,
             Error::CertExists(_) => ErrorCode::CertExists,
+            Error::RestartRequired(_) => ErrorCode::RestartRequired,
             Error::NotAvailable(_) => ErrorCode::NotAvailable,
             Error::Internal(_) => ErrorCode::Internal,
         }

@@ -123,6 +123,16 @@ pub enum Mode {
     Client,
 }
 
+impl Mode {
+    /// The name as written in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Server => "server",
+            Mode::Client => "client",
+        }
+    }
+}
+
 /// `network`: the TUN interface (layer 3).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]

@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use actix::prelude::*;
 use serde_json::json;
-use slog::{error, info, warn, Logger};
+use slog::{debug, error, info, warn, Logger};
 use sssonector_config::{diff, load, Change, Component, Config, Mode};
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -123,22 +123,34 @@ impl Daemon {
     }
 
     /// Applies the changes that concern live components and returns the configuration
-    /// now in force: keys that need a restart keep their running values.
+    /// now in force. The control socket and the log destination are fixed for the
+    /// process's life: they keep their running values (with a warning) while the rest
+    /// applies. A mode change never gets here: it refuses the whole reload.
     fn apply(&mut self, mut new: Config, changes: &[Change]) -> Config {
         for change in changes {
             if change.needs_restart() {
                 warn!(self.log, "change needs a restart, running value kept"; "key" => %change.key);
-                continue;
-            }
-            if change.component == Component::Logging {
+            } else if change.component == Component::Logging {
                 self.log_handle.set_level(new.logging.level);
             }
         }
-        new.mode = self.config.mode;
+        for change in changes {
+            debug!(self.log, "configuration change"; "key" => %change.key, "component" => ?change.component);
+        }
         new.control = self.config.control.clone();
         new.logging.format = self.config.logging.format;
         new.logging.file = self.config.logging.file.clone();
         new
+    }
+
+    /// Loads and checks the file for a reload.
+    fn load_for_reload(&self) -> Result<Config> {
+        let new = load(&self.path)?;
+        if new.mode != self.config.mode {
+            return Err(Error::RestartRequired("mode".into()));
+        }
+        check_tls(&new)?;
+        Ok(new)
     }
 }
 
@@ -157,7 +169,7 @@ impl Actor for Daemon {
         self.start_audit();
         self.listen_for_signals(ctx);
         info!(self.log, "daemon started";
-            "mode" => ?self.config.mode(),
+            "mode" => self.config.mode().as_str(),
             "config" => %self.path.display(),
             "digest" => self.config.digest(),
             "pid" => std::process::id());
@@ -172,11 +184,7 @@ impl Handler<Reload> for Daemon {
     type Result = Result<Vec<Change>>;
 
     fn handle(&mut self, _msg: Reload, _ctx: &mut Self::Context) -> Self::Result {
-        let loaded = load(&self.path).map_err(Error::from).and_then(|c| {
-            check_tls(&c)?;
-            Ok(c)
-        });
-        let new = match loaded {
+        let new = match self.load_for_reload() {
             Ok(c) => c,
             Err(err) => {
                 warn!(self.log, "reload refused, running configuration kept";

@@ -79,7 +79,9 @@ impl TlsError {
             }
             Some(rustls::Error::AlertReceived(alert)) => matches!(
                 alert,
+                // decrypt_error: a handshake signature did not verify (RFC 8446 §6.2).
                 AlertDescription::UnknownCA
+                    | AlertDescription::DecryptError
                     | AlertDescription::BadCertificate
                     | AlertDescription::CertificateUnknown
                     | AlertDescription::CertificateRequired

@@ -1,0 +1,159 @@
+//! Harness for end-to-end tests of the built `sssonector` binary: temporary folders,
+//! certificates from `sssonector cert init`, configs written from templates, daemons
+//! started as child processes and killed when the test ends, pass or fail.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+/// The binary under test.
+pub fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_sssonector"))
+}
+
+/// Runs the binary with `args` and returns its output.
+pub fn run(args: &[&str]) -> Output {
+    bin().args(args).output().expect("sssonector runs")
+}
+
+/// The repository's folder.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Makes a CA, `server_name` and `clients` in `dir` with `cert init`.
+pub fn cert_init(dir: &Path, server_name: &str, clients: &[&str]) {
+    let mut args = vec![
+        "cert",
+        "init",
+        "--dir",
+        dir.to_str().expect("utf-8 temp path"),
+        "--server-name",
+        server_name,
+    ];
+    for c in clients {
+        args.extend(["--client", c]);
+    }
+    let out = run(&args);
+    assert!(
+        out.status.success(),
+        "cert init failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A server config in `dir` using the certificates there; `extra` is appended YAML.
+pub fn server_yaml(dir: &Path, extra: &str) -> PathBuf {
+    let path = dir.join("server.yaml");
+    let text = format!(
+        "mode: server\n\
+         network: {{ address: 10.99.0.1/24 }}\n\
+         tunnel: {{ listen_port: 18443, cert_file: server.crt, key_file: server.key, ca_file: ca.crt }}\n\
+         connection: {{ drain_timeout: 5s }}\n\
+         logging: {{ level: info, format: json }}\n{extra}"
+    );
+    std::fs::write(&path, text).expect("config written");
+    path
+}
+
+/// A running daemon whose standard error is read line by line as JSON logs.
+pub struct Daemon {
+    child: Option<Child>,
+    lines: mpsc::Receiver<String>,
+    /// Every line seen so far.
+    pub seen: Vec<String>,
+}
+
+impl Daemon {
+    /// Starts `sssonector run --config path`.
+    pub fn start(config: &Path) -> Self {
+        let mut child = bin()
+            .args(["run", "--config"])
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("daemon starts");
+        let stderr = child.stderr.take().expect("stderr piped");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            child: Some(child),
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits up to `limit` for a JSON log line whose `msg` is `msg`, and returns it.
+    pub fn wait_for(&mut self, msg: &str, limit: Duration) -> Value {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    let json: Value = serde_json::from_str(&line)
+                        .unwrap_or_else(|e| panic!("log line is not JSON ({e}): {line}"));
+                    if json["msg"] == msg {
+                        return json;
+                    }
+                }
+                Err(_) => panic!(
+                    "no log line {msg:?} within {limit:?}; seen:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Sends `signal` to the daemon.
+    pub fn signal(&self, signal: Signal) {
+        let child = self.child.as_ref().expect("daemon running");
+        let pid = Pid::from_raw(i32::try_from(child.id()).expect("pid fits"));
+        kill(pid, signal).expect("signal delivered");
+    }
+
+    /// Waits up to `limit` for the daemon to exit and returns its exit code.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = Instant::now() + limit;
+        let child = self.child.as_mut().expect("daemon running");
+        loop {
+            if let Some(status) = child.try_wait().expect("wait works") {
+                self.child = None;
+                // Collect what it printed last.
+                while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
+                    self.seen.push(line);
+                }
+                return status.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "daemon still running after {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
