@@ -123,3 +123,14 @@ fn an_unreadable_file_is_a_clear_error() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("/nonexistent/sssonector.yaml"), "{stderr}");
 }
+
+#[test]
+fn completions_are_printed_for_bash() {
+    let out = run(&["completions", "bash"]);
+    assert!(out.status.success());
+    let script = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        script.contains("_sssonector") && script.contains("cert"),
+        "{script}"
+    );
+}

@@ -188,4 +188,35 @@ mod tests {
         assert_eq!(lines[1]["level"], "DEBG");
         assert_eq!(lines[1]["n"], 3);
     }
+
+    #[test]
+    fn term_format_writes_readable_lines_with_their_keys() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("log.txt");
+        let config = Logging {
+            level: LogLevel::Warn,
+            format: LogFormat::Term,
+            file: Some(file.clone()),
+        };
+        let logs = build(&config).expect("logger builds");
+        slog::info!(logs.logger, "below the level");
+        slog::warn!(logs.logger, "peer slow"; "code" => crate::ErrorCode::Io);
+        drop(logs);
+        let text = std::fs::read_to_string(&file).expect("log written");
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(
+            text.contains("WARN peer slow") && text.contains("code: E_IO"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn an_unopenable_log_file_is_an_io_error() {
+        let config = Logging {
+            file: Some("/nonexistent/dir/log".into()),
+            ..Logging::default()
+        };
+        let err = build(&config).err().expect("cannot open");
+        assert_eq!(err.code(), crate::ErrorCode::Io);
+    }
 }
