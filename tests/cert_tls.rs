@@ -25,35 +25,35 @@ fn tunnel(dir: &Path, who: &str) -> Tunnel {
     }
 }
 
+/// Runs `openssl ARGS` in `dir` and returns its output.
+fn openssl(dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl is installed (the test command installs it)")
+}
+
 #[test]
 fn cert_init_output_verifies_with_openssl() {
     let dir = tempfile::tempdir().expect("temp dir");
     cert_init(dir.path(), "tunnel.example", &["alice", "bob"]);
     for leaf in ["server.crt", "alice.crt", "bob.crt"] {
-        let out = Command::new("openssl")
-            .args(["verify", "-CAfile", "ca.crt", leaf])
-            .current_dir(dir.path())
-            .output()
-            .expect("openssl is installed (the test command installs it)");
+        let out = openssl(dir.path(), &["verify", "-CAfile", "ca.crt", leaf]);
         assert!(
             out.status.success(),
             "{leaf}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let text = Command::new("openssl")
-        .args(["x509", "-noout", "-text", "-in", "server.crt"])
-        .current_dir(dir.path())
-        .output()
-        .expect("openssl runs");
+    let text = openssl(
+        dir.path(),
+        &["x509", "-noout", "-text", "-in", "server.crt"],
+    );
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(text.contains("DNS:tunnel.example"), "{text}");
     assert!(text.contains("TLS Web Server Authentication"), "{text}");
-    let alice = Command::new("openssl")
-        .args(["x509", "-noout", "-text", "-in", "alice.crt"])
-        .current_dir(dir.path())
-        .output()
-        .expect("openssl runs");
+    let alice = openssl(dir.path(), &["x509", "-noout", "-text", "-in", "alice.crt"]);
     assert!(String::from_utf8_lossy(&alice.stdout).contains("TLS Web Client Authentication"));
 }
 

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{cert_init, repo, server_yaml, Daemon};
+use common::{cert_init, repo, server_yaml, Daemon, TestServer};
 use nix::sys::signal::Signal;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -26,116 +26,87 @@ fn run_with_the_example_config_logs_json_and_exits_0_on_sigterm() {
 
 #[test]
 fn sigint_stops_gracefully_too() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    cert_init(dir.path(), "s", &["c"]);
-    let mut daemon = Daemon::start(&server_yaml(dir.path(), ""));
-    daemon.wait_for("daemon started", WAIT);
-    daemon.signal(Signal::SIGINT);
-    daemon.wait_for("daemon stopped", WAIT);
-    assert_eq!(daemon.wait_exit(WAIT), Some(0));
+    let mut server = TestServer::start("");
+    server.daemon.signal(Signal::SIGINT);
+    server.daemon.wait_for("daemon stopped", WAIT);
+    assert_eq!(server.daemon.wait_exit(WAIT), Some(0));
 }
 
 #[test]
 fn sighup_reloads_and_applies_the_log_level_live() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    cert_init(dir.path(), "s", &["c"]);
-    let config = server_yaml(dir.path(), "");
-    let mut daemon = Daemon::start(&config);
-    daemon.wait_for("daemon started", WAIT);
-    let text = std::fs::read_to_string(&config)
+    let mut server = TestServer::start("");
+    let text = std::fs::read_to_string(&server.config)
         .expect("readable")
         .replace("level: info", "level: debug")
         + "throttle: { rate: 1000 }\n";
-    std::fs::write(&config, text).expect("rewritten");
-    daemon.signal(Signal::SIGHUP);
-    let change = daemon.wait_for("configuration change", WAIT);
+    server.reload_with(&text);
+    let change = server.daemon.wait_for("configuration change", WAIT);
     assert_eq!(
         change["level"], "DEBG",
         "debug lines appear once the level is debug"
     );
-    let reloaded = daemon.wait_for("configuration reloaded", WAIT);
+    let reloaded = server.daemon.wait_for("configuration reloaded", WAIT);
     assert_eq!(reloaded["changes"], "logging.level,throttle.rate");
-    daemon.signal(Signal::SIGTERM);
-    assert_eq!(daemon.wait_exit(WAIT), Some(0));
+    assert_eq!(server.stop(), Some(0));
 }
 
 #[test]
 fn an_invalid_reload_is_refused_and_the_daemon_keeps_running() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    cert_init(dir.path(), "s", &["c"]);
-    let config = server_yaml(dir.path(), "");
-    let good = std::fs::read_to_string(&config).expect("readable");
-    let mut daemon = Daemon::start(&config);
-    daemon.wait_for("daemon started", WAIT);
-
-    std::fs::write(&config, good.replace("18443", "99999")).expect("rewritten");
-    daemon.signal(Signal::SIGHUP);
-    let refused = daemon.wait_for("reload refused, running configuration kept", WAIT);
-    assert_eq!(refused["code"], "E_CONFIG_INVALID");
-    assert!(
-        refused["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("tunnel.listen_port")),
-        "{refused}"
-    );
-
-    std::fs::write(&config, good.replace("server.key", "missing.key")).expect("rewritten");
-    daemon.signal(Signal::SIGHUP);
-    let refused = daemon.wait_for("reload refused, running configuration kept", WAIT);
-    assert_eq!(refused["code"], "E_CONFIG_INVALID");
-
-    std::fs::write(
-        &config,
-        good.replace("drain_timeout: 5s", "drain_timeout: 4s"),
-    )
-    .expect("rewritten");
-    daemon.signal(Signal::SIGHUP);
-    let reloaded = daemon.wait_for("configuration reloaded", WAIT);
+    let mut server = TestServer::start("");
+    let good = std::fs::read_to_string(&server.config).expect("readable");
+    for (bad, path) in [
+        (good.replace("18443", "99999"), "tunnel.listen_port"),
+        (good.replace("server.key", "missing.key"), "tunnel.key_file"),
+        ("mode: [".to_string(), ""),
+    ] {
+        server.reload_with(&bad);
+        let refused = server
+            .daemon
+            .wait_for("reload refused, running configuration kept", WAIT);
+        assert_eq!(refused["code"], "E_CONFIG_INVALID");
+        assert!(
+            refused["error"].as_str().is_some_and(|e| e.contains(path)),
+            "{refused}"
+        );
+    }
+    server.reload_with(&good.replace("drain_timeout: 5s", "drain_timeout: 4s"));
+    let reloaded = server.daemon.wait_for("configuration reloaded", WAIT);
     assert_eq!(reloaded["changes"], "connection.drain_timeout");
-    daemon.signal(Signal::SIGTERM);
-    assert_eq!(daemon.wait_exit(WAIT), Some(0));
+    assert_eq!(server.stop(), Some(0));
 }
 
 #[test]
 fn a_mode_change_refuses_the_whole_reload() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    cert_init(dir.path(), "s", &["c"]);
-    let config = server_yaml(dir.path(), "");
-    let mut daemon = Daemon::start(&config);
-    daemon.wait_for("daemon started", WAIT);
-    let client = "mode: client\n\
-        network: { address: 10.99.0.2/24 }\n\
-        tunnel: { servers: [{ address: \"127.0.0.1:18443\" }], server_name: s, cert_file: c.crt, key_file: c.key, ca_file: ca.crt }\n\
-        logging: { format: json }\n";
-    std::fs::write(&config, client).expect("rewritten");
-    daemon.signal(Signal::SIGHUP);
-    let refused = daemon.wait_for("reload refused, running configuration kept", WAIT);
+    let mut server = TestServer::start("");
+    server.reload_with(
+        "mode: client\n\
+         network: { address: 10.99.0.2/24 }\n\
+         tunnel: { servers: [{ address: \"127.0.0.1:18443\" }], server_name: s, cert_file: c.crt, key_file: c.key, ca_file: ca.crt }\n",
+    );
+    let refused = server
+        .daemon
+        .wait_for("reload refused, running configuration kept", WAIT);
     assert_eq!(refused["code"], "E_RESTART_REQUIRED");
     // The server's own settings are still in force: a later edit of a live key is
     // diffed against the server configuration, not the refused client one.
     assert_eq!(
-        server_yaml(dir.path(), "throttle: { rate: 5000 }\n"),
-        config
+        server_yaml(server.dir.path(), "throttle: { rate: 5000 }\n"),
+        server.config
     );
-    daemon.signal(Signal::SIGHUP);
-    let reloaded = daemon.wait_for("configuration reloaded", WAIT);
+    server.daemon.signal(Signal::SIGHUP);
+    let reloaded = server.daemon.wait_for("configuration reloaded", WAIT);
     assert_eq!(reloaded["changes"], "throttle.rate");
-    daemon.signal(Signal::SIGTERM);
-    assert_eq!(daemon.wait_exit(WAIT), Some(0));
+    assert_eq!(server.stop(), Some(0));
 }
 
 #[test]
 fn the_audit_log_records_start_reload_and_stop() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    cert_init(dir.path(), "s", &["c"]);
-    let config = server_yaml(dir.path(), "security: { audit_log: audit.jsonl }\n");
-    let mut daemon = Daemon::start(&config);
-    daemon.wait_for("daemon started", WAIT);
-    daemon.signal(Signal::SIGHUP);
-    daemon.wait_for("configuration reloaded", WAIT);
-    daemon.signal(Signal::SIGTERM);
-    assert_eq!(daemon.wait_exit(WAIT), Some(0));
-    let audit = std::fs::read_to_string(dir.path().join("audit.jsonl")).expect("audit written");
+    let mut server = TestServer::start("security: { audit_log: audit.jsonl }\n");
+    server.daemon.signal(Signal::SIGHUP);
+    server.daemon.wait_for("configuration reloaded", WAIT);
+    assert_eq!(server.stop(), Some(0));
+    let audit =
+        std::fs::read_to_string(server.dir.path().join("audit.jsonl")).expect("audit written");
     let events: Vec<String> = audit
         .lines()
         .map(|l| {

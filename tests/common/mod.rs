@@ -64,6 +64,45 @@ pub fn server_yaml(dir: &Path, extra: &str) -> PathBuf {
     path
 }
 
+/// A server daemon in its own temporary folder with fresh certificates (server name
+/// `s`, client `c`), already past "daemon started".
+pub struct TestServer {
+    /// The daemon.
+    pub daemon: Daemon,
+    /// Its configuration file, `server.yaml` in `dir`.
+    pub config: PathBuf,
+    /// The folder; removed when the test ends.
+    pub dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    /// Starts a server whose config is [`server_yaml`] plus `extra`.
+    pub fn start(extra: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        cert_init(dir.path(), "s", &["c"]);
+        let config = server_yaml(dir.path(), extra);
+        let mut daemon = Daemon::start(&config);
+        daemon.wait_for("daemon started", Duration::from_secs(10));
+        Self {
+            daemon,
+            config,
+            dir,
+        }
+    }
+
+    /// Replaces the configuration file and sends SIGHUP.
+    pub fn reload_with(&mut self, text: &str) {
+        std::fs::write(&self.config, text).expect("config rewritten");
+        self.daemon.signal(Signal::SIGHUP);
+    }
+
+    /// Sends SIGTERM and returns the exit code.
+    pub fn stop(&mut self) -> Option<i32> {
+        self.daemon.signal(Signal::SIGTERM);
+        self.daemon.wait_exit(Duration::from_secs(10))
+    }
+}
+
 /// A running daemon whose standard error is read line by line as JSON logs.
 pub struct Daemon {
     child: Option<Child>,
