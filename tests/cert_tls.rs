@@ -70,33 +70,27 @@ fn cert_init_writes_keys_owner_only_and_refuses_to_overwrite() {
     }
     let before = std::fs::read(dir.path().join("server.crt")).expect("written");
     let d = dir.path().to_str().expect("utf-8");
-    let again = run(&[
-        "cert",
-        "init",
-        "--dir",
-        d,
-        "--server-name",
-        "x",
-        "--client",
-        "c1",
-    ]);
+    let init = |extra: &[&str]| {
+        let base = [
+            "cert",
+            "init",
+            "--dir",
+            d,
+            "--server-name",
+            "x",
+            "--client",
+            "c1",
+        ];
+        run(&[&base[..], extra].concat())
+    };
+    let again = init(&[]);
     assert_eq!(again.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&again.stderr).contains("E_CERT_EXISTS"));
     assert_eq!(
         std::fs::read(dir.path().join("server.crt")).expect("kept"),
         before
     );
-    let forced = run(&[
-        "cert",
-        "init",
-        "--dir",
-        d,
-        "--server-name",
-        "x",
-        "--client",
-        "c1",
-        "--force",
-    ]);
+    let forced = init(&["--force"]);
     assert!(forced.status.success());
     assert_ne!(
         std::fs::read(dir.path().join("server.crt")).expect("rewritten"),
