@@ -34,8 +34,8 @@ pub enum Command {
     /// A throwaway demonstration with embedded configuration: certificates, a server
     /// and a client, traffic, live figures until Ctrl-C.
     Demo(DemoArgs),
-    /// Send a command to a running daemon's control socket.
-    Ctl(PassThrough),
+    /// Send a command to a running daemon's control socket (`ctl help` lists them).
+    Ctl(CtlArgs),
     /// Measure a tunnel under load.
     Bench(PassThrough),
     /// Print a shell completion script.
@@ -94,6 +94,25 @@ pub struct DemoArgs {
     /// Stop after this long (e.g. `10s`) instead of waiting for Ctrl-C.
     #[arg(long, value_name = "DURATION", value_parser = humantime_duration)]
     pub duration: Option<std::time::Duration>,
+}
+
+/// `ctl` arguments.
+#[derive(Args, Debug)]
+pub struct CtlArgs {
+    /// The daemon's control socket (its `control.socket`).
+    #[arg(long, value_name = "PATH", default_value = sssonector_config::defaults::CONTROL_SOCKET)]
+    pub socket: PathBuf,
+    /// Print the raw JSON reply, for scripts.
+    #[arg(long)]
+    pub json: bool,
+    /// How long to wait for the reply.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime_duration)]
+    pub timeout: std::time::Duration,
+    /// The command, e.g. `status`, `log.level`, `help`.
+    pub command: String,
+    /// Arguments as key=value; numbers and true/false are sent as JSON values.
+    #[arg(value_name = "KEY=VALUE")]
+    pub args: Vec<String>,
 }
 
 /// Arguments of a subcommand that is not built yet, accepted so that scripts get its

@@ -11,7 +11,7 @@ pub fn check(path: &Path) -> i32 {
         Ok(config) => {
             let json =
                 serde_json::to_string_pretty(&config).expect("the schema serializes to JSON");
-            println!("{json}");
+            crate::print_out(&format!("{json}\n"));
             0
         }
         Err(e) => print_problems(path, e),

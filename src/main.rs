@@ -7,6 +7,7 @@
 mod cert;
 mod cli;
 mod config_check;
+mod ctl;
 mod demo;
 mod run;
 
@@ -28,21 +29,24 @@ fn main() -> ExitCode {
             command: CertCommand::Init(args),
         } => report(cert::init(&args)),
         Command::Demo(args) => report(demo::demo(&args)),
-        Command::Ctl(_) => report(Err(Error::NotAvailable(
-            "sssonector ctl (the control socket)",
-        ))),
+        Command::Ctl(args) => ctl::ctl(&args),
         Command::Bench(_) => report(Err(Error::NotAvailable("sssonector bench"))),
         Command::Completions { shell } => {
-            clap_complete::generate(
-                shell,
-                &mut Cli::command(),
-                "sssonector",
-                &mut std::io::stdout(),
-            );
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "sssonector", &mut script);
+            print_out(&String::from_utf8_lossy(&script));
             0
         }
     };
     ExitCode::from(u8::try_from(status).unwrap_or(1))
+}
+
+/// Writes `text` to standard output. A reader that went away (`ctl status | head -1`)
+/// is not an error: the rest of the output is simply not wanted.
+pub(crate) fn print_out(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
 }
 
 /// Prints a failed command's error with its code on standard error and returns the

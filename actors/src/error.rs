@@ -33,13 +33,29 @@ pub enum ErrorCode {
     RestartRequired,
     /// The subsystem that would answer is not built yet.
     NotAvailable,
+    /// A control request line is not JSON (or not UTF-8).
+    BadJson,
+    /// A control request is JSON of the wrong shape.
+    BadRequest,
+    /// A control request names no known command.
+    UnknownCommand,
+    /// A control command's arguments are missing, unknown or of the wrong type.
+    BadArgs,
+    /// A control request line is longer than the limit.
+    LineTooLong,
+    /// A control client said nothing for too long.
+    Timeout,
+    /// The control socket belongs to a daemon that is running.
+    ControlInUse,
+    /// `ctl` could not reach the daemon's control socket.
+    Unreachable,
     /// A bug: an invariant did not hold.
     Internal,
 }
 
 impl ErrorCode {
     /// Every code, for documentation and tests.
-    pub const ALL: [ErrorCode; 9] = [
+    pub const ALL: [ErrorCode; 17] = [
         ErrorCode::ConfigInvalid,
         ErrorCode::Io,
         ErrorCode::TlsConfig,
@@ -48,6 +64,14 @@ impl ErrorCode {
         ErrorCode::CertExists,
         ErrorCode::RestartRequired,
         ErrorCode::NotAvailable,
+        ErrorCode::BadJson,
+        ErrorCode::BadRequest,
+        ErrorCode::UnknownCommand,
+        ErrorCode::BadArgs,
+        ErrorCode::LineTooLong,
+        ErrorCode::Timeout,
+        ErrorCode::ControlInUse,
+        ErrorCode::Unreachable,
         ErrorCode::Internal,
     ];
 
@@ -62,15 +86,23 @@ impl ErrorCode {
             ErrorCode::CertExists => "E_CERT_EXISTS",
             ErrorCode::RestartRequired => "E_RESTART_REQUIRED",
             ErrorCode::NotAvailable => "E_NOT_AVAILABLE",
+            ErrorCode::BadJson => "E_BAD_JSON",
+            ErrorCode::BadRequest => "E_BAD_REQUEST",
+            ErrorCode::UnknownCommand => "E_UNKNOWN_COMMAND",
+            ErrorCode::BadArgs => "E_BAD_ARGS",
+            ErrorCode::LineTooLong => "E_LINE_TOO_LONG",
+            ErrorCode::Timeout => "E_TIMEOUT",
+            ErrorCode::ControlInUse => "E_CONTROL_IN_USE",
+            ErrorCode::Unreachable => "E_UNREACHABLE",
             ErrorCode::Internal => "E_INTERNAL",
         }
     }
 
-    /// The process exit status for a command that failed with this code: 2 for input the
-    /// operator must correct, 1 otherwise.
+    /// The process exit status for a command that failed with this code: 2 for a
+    /// configuration to correct or a daemon that cannot be reached, 1 otherwise.
     pub const fn exit_status(self) -> i32 {
         match self {
-            ErrorCode::ConfigInvalid => 2,
+            ErrorCode::ConfigInvalid | ErrorCode::Unreachable => 2,
             _ => 1,
         }
     }
@@ -125,6 +157,20 @@ pub enum Error {
     /// A command whose subsystem is not built yet.
     #[error("{0} is not available in this version")]
     NotAvailable(&'static str),
+    /// A control request that could not be carried out as sent.
+    #[error(transparent)]
+    Control(#[from] crate::control::protocol::ProtocolError),
+    /// The control socket is in use by a running daemon.
+    #[error("{}: control socket in use by a running daemon", .0.display())]
+    ControlInUse(PathBuf),
+    /// `ctl` cannot reach the daemon.
+    #[error("cannot reach the daemon at {}: {source}", .path.display())]
+    Unreachable {
+        /// The socket path tried.
+        path: PathBuf,
+        /// What connecting said.
+        source: std::io::Error,
+    },
     /// An invariant did not hold.
     #[error("internal error: {0}")]
     Internal(String),
@@ -140,6 +186,9 @@ impl Error {
             Error::CertExists(_) => ErrorCode::CertExists,
             Error::RestartRequired(_) => ErrorCode::RestartRequired,
             Error::NotAvailable(_) => ErrorCode::NotAvailable,
+            Error::Control(e) => e.code(),
+            Error::ControlInUse(_) => ErrorCode::ControlInUse,
+            Error::Unreachable { .. } => ErrorCode::Unreachable,
             Error::Internal(_) => ErrorCode::Internal,
         }
     }
@@ -149,7 +198,10 @@ impl Error {
     pub fn details(&self) -> Value {
         match self {
             Error::Config(e) => json!({ "problems": e.problems() }),
-            Error::Io { path, .. } | Error::CertExists(path) => json!({ "path": path }),
+            Error::Io { path, .. }
+            | Error::CertExists(path)
+            | Error::ControlInUse(path)
+            | Error::Unreachable { path, .. } => json!({ "path": path }),
             Error::Tls(e) => e.details(),
             _ => json!({}),
         }

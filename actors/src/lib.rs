@@ -6,6 +6,7 @@
 //! # Layout
 //! - [`daemon`]: the root actor; signals, reload, graceful stop. Start it with [`start`].
 //! - [`audit`]: security events as JSON lines.
+//! - [`control`]: the control socket; [`control::protocol`] is shared with `ctl`.
 //! - [`tunnel::tls`]: rustls configurations for mutual TLS.
 //! - [`logging`]: slog with a run-time level.
 //! - [`drain`]: drain tokens, how a stop knows the children have finished.
@@ -14,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 pub mod audit;
+pub mod control;
 pub mod daemon;
 pub mod drain;
 pub mod error;

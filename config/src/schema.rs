@@ -81,6 +81,8 @@ pub mod defaults {
     pub const CONTROL_SOCKET: &str = "/run/sssonector/control.sock";
     /// `control.mode`: owner only.
     pub const CONTROL_MODE: u32 = 0o600;
+    /// `control.idle_timeout`.
+    pub const CONTROL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 }
 
 /// The whole configuration of one daemon.
@@ -543,8 +545,10 @@ pub struct TrapTarget {
 pub struct Control {
     /// Socket path. Default `/run/sssonector/control.sock`. Reload: needs a restart.
     pub socket: PathBuf,
-    /// Socket permission bits, octal. Default `"0600"`.
+    /// Socket permission bits, octal. Default `"0600"`. Reload: needs a restart.
     pub mode: Parsed<FileMode>,
+    /// A client that sends no request for this long is disconnected. Default 30s.
+    pub idle_timeout: DurationValue,
 }
 
 impl Default for Control {
@@ -552,6 +556,7 @@ impl Default for Control {
         Self {
             socket: PathBuf::from(defaults::CONTROL_SOCKET),
             mode: Parsed::from_value(FileMode(defaults::CONTROL_MODE)),
+            idle_timeout: DurationValue::of(defaults::CONTROL_IDLE_TIMEOUT),
         }
     }
 }

@@ -119,6 +119,7 @@ impl Validator {
         self.security(c);
         self.monitor(c);
         self.parsed("control.mode", &c.control.mode);
+        self.duration("control.idle_timeout", &c.control.idle_timeout);
         if c.control.socket.as_os_str().is_empty() {
             self.fail("control.socket", "must name a path");
         }

@@ -58,6 +58,7 @@ pub fn server_yaml(dir: &Path, extra: &str) -> PathBuf {
          network: {{ address: 10.99.0.1/24 }}\n\
          tunnel: {{ listen_port: 18443, cert_file: server.crt, key_file: server.key, ca_file: ca.crt }}\n\
          connection: {{ drain_timeout: 5s }}\n\
+         control: {{ socket: ctl.sock, idle_timeout: 2s }}\n\
          logging: {{ level: info, format: json }}\n{extra}"
     );
     std::fs::write(&path, text).expect("config written");
@@ -194,5 +195,54 @@ impl Drop for Daemon {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// A raw control-socket client speaking newline-delimited JSON.
+pub struct Control {
+    reader: BufReader<std::os::unix::net::UnixStream>,
+    writer: std::os::unix::net::UnixStream,
+}
+
+impl Control {
+    /// Connects to the socket at `path`.
+    pub fn connect(path: &Path) -> Self {
+        let stream = std::os::unix::net::UnixStream::connect(path).expect("control socket answers");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout set");
+        let writer = stream.try_clone().expect("stream clones");
+        Self {
+            reader: BufReader::new(stream),
+            writer,
+        }
+    }
+
+    /// Sends `bytes` as they are (the caller adds the newline).
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        use std::io::Write;
+        self.writer.write_all(bytes).expect("request written");
+    }
+
+    /// Reads one reply line; None when the daemon closed the connection.
+    pub fn read_reply(&mut self) -> Option<Value> {
+        let mut line = String::new();
+        match self.reader.read_line(&mut line) {
+            Ok(0) => None,
+            Ok(_) => Some(
+                serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("reply not JSON ({e}): {line}")),
+            ),
+            Err(e) => panic!("reading a reply failed: {e}"),
+        }
+    }
+
+    /// Sends `{"id": id, "command": command, "args": args}` and returns the reply.
+    pub fn call(&mut self, id: u64, command: &str, args: Value) -> Value {
+        let request = serde_json::json!({ "id": id, "command": command, "args": args });
+        self.send_raw(format!("{request}\n").as_bytes());
+        let reply = self.read_reply().expect("a reply");
+        assert_eq!(reply["id"], id, "{reply}");
+        reply
     }
 }

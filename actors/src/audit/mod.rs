@@ -8,6 +8,8 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use actix::prelude::*;
@@ -31,16 +33,25 @@ pub struct Record {
 pub struct AuditActor {
     path: PathBuf,
     file: Option<File>,
+    /// False while the trail cannot be written, so `status` and `health` show it.
+    writable: Arc<AtomicBool>,
     log: Logger,
     _drain: Option<DrainToken>,
 }
 
 impl AuditActor {
-    /// An actor appending to `path`; the file opens when the actor starts.
-    pub fn new(path: PathBuf, log: Logger, drain: Option<DrainToken>) -> Self {
+    /// An actor appending to `path`; the file opens when the actor starts. `writable`
+    /// tells the daemon whether the trail is being written.
+    pub fn new(
+        path: PathBuf,
+        writable: Arc<AtomicBool>,
+        log: Logger,
+        drain: Option<DrainToken>,
+    ) -> Self {
         Self {
             path,
             file: None,
+            writable,
             log,
             _drain: drain,
         }
@@ -59,6 +70,7 @@ impl AuditActor {
                 self.file = None;
             }
         }
+        self.writable.store(self.file.is_some(), Ordering::Relaxed);
     }
 
     fn write(&mut self, record: &Record) {
@@ -78,7 +90,9 @@ impl AuditActor {
         let Some(file) = self.file.as_mut() else {
             return;
         };
-        if let Err(e) = file.write_all(&bytes).and_then(|()| file.flush()) {
+        let written = file.write_all(&bytes).and_then(|()| file.flush());
+        self.writable.store(written.is_ok(), Ordering::Relaxed);
+        if let Err(e) = written {
             let err = Error::io(&self.path, e);
             error!(self.log, "audit write failed"; "code" => err.code(), "error" => %err, "event" => record.event);
         }

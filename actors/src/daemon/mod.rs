@@ -10,16 +10,24 @@
 //! SIGINT only, and with its `termination` feature SIGHUP lands in the same handler,
 //! where it could not be told apart from a stop.
 
+pub mod health;
+
+use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use actix::prelude::*;
 use serde_json::json;
 use slog::{debug, error, info, warn, Logger};
-use sssonector_config::{diff, load, Change, Component, Config, Mode};
+use sssonector_config::{diff, load, Change, Component, Config, LogLevel, Mode};
 use tokio::signal::unix::{signal, SignalKind};
 
+use self::health::ComponentState;
 use crate::audit::{AuditActor, Record};
+use crate::control::protocol::SetLogLevel;
+use crate::control::{self, ControlSocketActor, Router};
 use crate::drain::Drain;
 use crate::error::{Error, Result};
 use crate::logging::LogHandle;
@@ -38,16 +46,36 @@ pub struct Stop {
     pub reason: &'static str,
 }
 
+/// `status`: mode, uptime, configuration, components.
+#[derive(Message, Debug)]
+#[rtype(result = "serde_json::Value")]
+pub struct GetStatus;
+
+/// `health`: checks and verdict.
+#[derive(Message, Debug)]
+#[rtype(result = "serde_json::Value")]
+pub struct GetHealth;
+
+/// `log.level`: reports the level, after setting it when one is given.
+impl Message for SetLogLevel {
+    type Result = LogLevel;
+}
+
 /// Exit status when a second stop signal cuts the drain short.
 const FORCED_EXIT: i32 = 130;
 
 /// The root actor.
 pub struct Daemon {
     config: Config,
+    /// `config.digest()`, computed once per load: `status` is asked for often.
+    digest: String,
     path: PathBuf,
     log: Logger,
     log_handle: LogHandle,
     audit: Option<Addr<AuditActor>>,
+    audit_writable: Arc<AtomicBool>,
+    control_listener: Option<UnixListener>,
+    control: Option<Addr<ControlSocketActor>>,
     drain: Option<Drain>,
     started: Instant,
 }
@@ -57,15 +85,22 @@ impl Daemon {
     ///
     /// # Errors
     /// `E_TLS_CONFIG` when the certificate, key, CA or CRL cannot be used: better to
-    /// refuse to start than to fail on the first peer.
+    /// refuse to start than to fail on the first peer. `E_CONTROL_IN_USE` or `E_IO`
+    /// when the control socket cannot be bound.
     pub fn new(config: Config, path: PathBuf, log: Logger, log_handle: LogHandle) -> Result<Self> {
         check_tls(&config)?;
+        let control = &config.control;
+        let control_listener = control::bind(&control.socket, control.mode.get().0)?;
         Ok(Self {
+            digest: config.digest(),
             config,
             path,
             log,
             log_handle,
             audit: None,
+            audit_writable: Arc::new(AtomicBool::new(false)),
+            control_listener: Some(control_listener),
+            control: None,
             drain: Some(Drain::default()),
             started: Instant::now(),
         })
@@ -81,8 +116,56 @@ impl Daemon {
         self.audit = self.config.security.audit_log.clone().map(|path| {
             let log = self.log.new(slog::o!("actor" => "audit"));
             let token = self.drain.as_ref().and_then(Drain::token);
-            Supervisor::start(move |_| AuditActor::new(path, log, token))
+            let writable = self.audit_writable.clone();
+            Supervisor::start(move |_| AuditActor::new(path, writable, log, token))
         });
+    }
+
+    fn start_control(&mut self, ctx: &mut Context<Self>) {
+        let Some(listener) = self.control_listener.take() else {
+            return;
+        };
+        let router = Router {
+            daemon: ctx.address(),
+            audit: self.audit.clone(),
+        };
+        let c = &self.config.control;
+        let (path, mode, idle) = (c.socket.clone(), c.mode.get().0, c.idle_timeout.duration());
+        let log = self.log.new(slog::o!("actor" => "control"));
+        let token = self.drain.as_ref().and_then(Drain::token);
+        self.control = Some(Supervisor::start(move |_| {
+            ControlSocketActor::new(path, mode, idle, listener, router, log, token)
+        }));
+    }
+
+    fn components(&self) -> Vec<(&'static str, ComponentState)> {
+        let audit = match &self.audit {
+            None => ComponentState::Off,
+            Some(_) if self.audit_writable.load(Ordering::Relaxed) => ComponentState::Running,
+            Some(_) => ComponentState::Failed,
+        };
+        let control = if self.control.is_some() {
+            ComponentState::Running
+        } else {
+            ComponentState::Off
+        };
+        let mut parts = vec![
+            ("daemon", ComponentState::Running),
+            ("control", control),
+            ("audit", audit),
+        ];
+        for unbuilt in [
+            "tun",
+            "tunnel",
+            "services",
+            "balancer",
+            "ratelimit",
+            "metrics",
+            "snmp",
+        ] {
+            parts.push((unbuilt, ComponentState::NotAvailable));
+        }
+        parts
     }
 
     fn listen_for_signals(&self, ctx: &mut Context<Self>) {
@@ -167,15 +250,16 @@ impl Actor for Daemon {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         self.start_audit();
+        self.start_control(ctx);
         self.listen_for_signals(ctx);
         info!(self.log, "daemon started";
             "mode" => self.config.mode().as_str(),
             "config" => %self.path.display(),
-            "digest" => self.config.digest(),
+            "digest" => &self.digest,
             "pid" => std::process::id());
         self.audit(
             "daemon_started",
-            json!({ "config": self.path, "digest": self.config.digest() }),
+            json!({ "config": self.path, "digest": self.digest }),
         );
     }
 }
@@ -198,14 +282,57 @@ impl Handler<Reload> for Daemon {
         };
         let changes = diff(&self.config, &new);
         self.config = self.apply(new, &changes);
+        self.digest = self.config.digest();
         let keys: Vec<&str> = changes.iter().map(|c| c.key.as_str()).collect();
         info!(self.log, "configuration reloaded";
-            "changes" => keys.join(","), "digest" => self.config.digest());
+            "changes" => keys.join(","), "digest" => &self.digest);
         self.audit(
             "config_reloaded",
-            json!({ "changes": keys, "digest": self.config.digest() }),
+            json!({ "changes": keys, "digest": self.digest }),
         );
         Ok(changes)
+    }
+}
+
+impl Handler<GetStatus> for Daemon {
+    type Result = MessageResult<GetStatus>;
+
+    fn handle(&mut self, _msg: GetStatus, _ctx: &mut Self::Context) -> Self::Result {
+        let components: serde_json::Map<String, serde_json::Value> = self
+            .components()
+            .into_iter()
+            .map(|(name, state)| (name.to_string(), json!(state)))
+            .collect();
+        MessageResult(json!({
+            "mode": self.config.mode().as_str(),
+            "version": env!("CARGO_PKG_VERSION"),
+            "pid": std::process::id(),
+            "uptime_seconds": self.started.elapsed().as_secs_f64(),
+            "config": { "file": self.path, "digest": self.digest },
+            "log_level": self.log_handle.level().as_str(),
+            "stopping": self.drain.is_none(),
+            "components": components,
+        }))
+    }
+}
+
+impl Handler<GetHealth> for Daemon {
+    type Result = MessageResult<GetHealth>;
+
+    fn handle(&mut self, _msg: GetHealth, _ctx: &mut Self::Context) -> Self::Result {
+        MessageResult(health::assess(&self.components(), health::read_resources()))
+    }
+}
+
+impl Handler<SetLogLevel> for Daemon {
+    type Result = MessageResult<SetLogLevel>;
+
+    fn handle(&mut self, msg: SetLogLevel, _ctx: &mut Self::Context) -> Self::Result {
+        if let Some(level) = msg.level {
+            self.log_handle.set_level(level);
+            info!(self.log, "log level set"; "level" => level.as_str());
+        }
+        MessageResult(self.log_handle.level())
     }
 }
 
@@ -225,6 +352,7 @@ impl Handler<Stop> for Daemon {
             "uptime_s" => self.started.elapsed().as_secs());
         self.audit("daemon_stopping", json!({ "reason": msg.reason }));
         // Children stop when their last address is gone, after their queued messages.
+        self.control = None;
         self.audit = None;
         let log = self.log.clone();
         ctx.spawn(

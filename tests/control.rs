@@ -1,0 +1,387 @@
+//! The control socket of the real daemon: every command, every kind of bad input,
+//! many clients at once, `sssonector ctl`, and a script using socat and jq.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::{Duration, Instant};
+
+use common::{Control, TestServer};
+use serde_json::{json, Value};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn socket(server: &TestServer) -> std::path::PathBuf {
+    server.dir.path().join("ctl.sock")
+}
+
+fn error_code(reply: &Value) -> &str {
+    assert_eq!(reply["ok"], false, "{reply}");
+    reply["error"]["code"].as_str().expect("error code")
+}
+
+#[test]
+fn every_command_answers_over_the_real_socket() {
+    let mut server = TestServer::start("");
+    let mut ctl = Control::connect(&socket(&server));
+
+    let help = ctl.call(1, "help", json!({}));
+    let names: Vec<&str> = help["data"]["commands"]
+        .as_array()
+        .expect("command list")
+        .iter()
+        .map(|c| c["name"].as_str().expect("name"))
+        .collect();
+    for expected in [
+        "version",
+        "status",
+        "health",
+        "metrics",
+        "connections",
+        "endpoints",
+        "endpoint.add",
+        "endpoint.remove",
+        "endpoint.drain",
+        "breakers",
+        "breaker.reset",
+        "limits",
+        "limits.set",
+        "log.level",
+        "reload",
+        "stop",
+        "help",
+    ] {
+        assert!(names.contains(&expected), "help lacks {expected}");
+    }
+
+    let version = ctl.call(2, "version", json!({}));
+    assert_eq!(version["data"]["version"], env!("CARGO_PKG_VERSION"));
+
+    let status = ctl.call(3, "status", json!({}));
+    let data = &status["data"];
+    assert_eq!(data["mode"], "server");
+    assert_eq!(data["components"]["control"], "running");
+    assert_eq!(data["components"]["tunnel"], "not_available");
+    assert_eq!(
+        data["config"]["file"],
+        server.config.to_str().expect("utf-8")
+    );
+    assert_eq!(data["config"]["digest"].as_str().map(str::len), Some(64));
+    assert!(data["uptime_seconds"].as_f64().is_some_and(|u| u >= 0.0));
+
+    let health = ctl.call(4, "health", json!({}));
+    assert_eq!(health["data"]["status"], "healthy", "{health}");
+    assert!(health["data"]["checks"]["resources"]["open_fds"]
+        .as_u64()
+        .is_some_and(|n| n > 0));
+    assert!(health["data"]["checks"]["resources"]["rss_bytes"]
+        .as_u64()
+        .is_some_and(|n| n > 0));
+
+    // Subsystems of later issues answer E_NOT_AVAILABLE, never a fake success, and
+    // still check their arguments first.
+    let not_yet = [
+        ("metrics", json!({})),
+        ("connections", json!({})),
+        ("endpoints", json!({})),
+        (
+            "endpoint.add",
+            json!({"service": "web", "address": "127.0.0.1:1", "weight": 2}),
+        ),
+        (
+            "endpoint.remove",
+            json!({"service": "web", "address": "127.0.0.1:1"}),
+        ),
+        (
+            "endpoint.drain",
+            json!({"service": "web", "address": "127.0.0.1:1"}),
+        ),
+        ("breakers", json!({})),
+        ("breaker.reset", json!({"service": "web"})),
+        ("limits", json!({})),
+        ("limits.set", json!({"rate": 1000})),
+    ];
+    for (i, (command, args)) in not_yet.into_iter().enumerate() {
+        let reply = ctl.call(10 + i as u64, command, args);
+        assert_eq!(error_code(&reply), "E_NOT_AVAILABLE", "{command}");
+    }
+    let reply = ctl.call(30, "endpoint.add", json!({"service": "web"}));
+    assert_eq!(error_code(&reply), "E_BAD_ARGS");
+
+    assert_eq!(
+        ctl.call(40, "log.level", json!({}))["data"]["level"],
+        "info"
+    );
+    assert_eq!(
+        ctl.call(41, "log.level", json!({"level": "debug"}))["data"]["level"],
+        "debug"
+    );
+    assert_eq!(
+        ctl.call(42, "status", json!({}))["data"]["log_level"],
+        "debug"
+    );
+
+    std::fs::write(
+        &server.config,
+        std::fs::read_to_string(&server.config).expect("readable") + "throttle: { rate: 4242 }\n",
+    )
+    .expect("edited");
+    let reload = ctl.call(50, "reload", json!({}));
+    assert_eq!(
+        reload["data"]["changes"][0]["key"], "throttle.rate",
+        "{reload}"
+    );
+    std::fs::write(&server.config, "mode: [").expect("broken");
+    let refused = ctl.call(51, "reload", json!({}));
+    assert_eq!(error_code(&refused), "E_CONFIG_INVALID");
+
+    let stop = ctl.call(60, "stop", json!({}));
+    assert_eq!(stop["data"]["stopping"], true);
+    assert_eq!(server.daemon.wait_exit(WAIT), Some(0));
+    assert!(
+        !socket(&server).exists(),
+        "the socket file is removed on stop"
+    );
+}
+
+#[test]
+fn bad_input_gets_its_error_code_and_the_connection_keeps_serving() {
+    let server = TestServer::start("");
+    let mut ctl = Control::connect(&socket(&server));
+    let table: [(&[u8], &str); 9] = [
+        (b"this is not json\n", "E_BAD_JSON"),
+        (b"{\"command\": \"stat\n", "E_BAD_JSON"),
+        (b"\xff\xfe{}\n", "E_BAD_JSON"),
+        (b"[1, 2, 3]\n", "E_BAD_REQUEST"),
+        (b"{\"id\": 1, \"command\": 42}\n", "E_BAD_REQUEST"),
+        (b"{\"id\": 1}\n", "E_BAD_REQUEST"),
+        (
+            b"{\"id\": 1, \"command\": \"selfdestruct\"}\n",
+            "E_UNKNOWN_COMMAND",
+        ),
+        (
+            b"{\"id\": 1, \"command\": \"log.level\", \"args\": {\"level\": 5}}\n",
+            "E_BAD_ARGS",
+        ),
+        (
+            b"{\"id\": 1, \"command\": \"status\", \"args\": {\"verbose\": true}}\n",
+            "E_BAD_ARGS",
+        ),
+    ];
+    for (line, code) in table {
+        ctl.send_raw(line);
+        let reply = ctl.read_reply().expect("a reply, not a hang-up");
+        assert_eq!(
+            error_code(&reply),
+            code,
+            "{}",
+            String::from_utf8_lossy(line)
+        );
+    }
+    // Blank lines are skipped; the same connection still answers.
+    ctl.send_raw(b"\n\n");
+    assert_eq!(ctl.call(7, "status", json!({}))["ok"], true);
+}
+
+#[test]
+fn an_oversized_line_is_refused_and_the_connection_goes_on() {
+    let server = TestServer::start("");
+    let mut bystander = Control::connect(&socket(&server));
+    let mut big = Control::connect(&socket(&server));
+    for size in [64 * 1024, 70 * 1024, 1024 * 1024] {
+        let mut line = vec![b'x'; size];
+        line.push(b'\n');
+        big.send_raw(&line);
+        let reply = big.read_reply().expect("an error reply");
+        assert_eq!(error_code(&reply), "E_LINE_TOO_LONG", "{size} bytes");
+        assert_eq!(
+            big.call(1, "version", json!({}))["ok"],
+            true,
+            "after {size} bytes"
+        );
+    }
+    // A line just under the limit is read whole (and is simply not JSON).
+    let mut line = vec![b'x'; 64 * 1024 - 1];
+    line[64 * 1024 - 2] = b'\n';
+    big.send_raw(&line[..64 * 1024 - 1]);
+    assert_eq!(error_code(&big.read_reply().expect("reply")), "E_BAD_JSON");
+    assert_eq!(bystander.call(2, "status", json!({}))["ok"], true);
+}
+
+#[test]
+fn a_silent_client_is_timed_out_while_others_are_served() {
+    let server = TestServer::start("");
+    let mut silent = Control::connect(&socket(&server));
+    let begun = Instant::now();
+    let mut other = Control::connect(&socket(&server));
+    assert_eq!(other.call(1, "status", json!({}))["ok"], true);
+    let reply = silent.read_reply().expect("a timeout reply");
+    assert_eq!(error_code(&reply), "E_TIMEOUT");
+    assert!(silent.read_reply().is_none(), "then the connection closes");
+    let waited = begun.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1900),
+        "closed after {waited:?}, idle_timeout is 2s"
+    );
+    assert_eq!(
+        Control::connect(&socket(&server)).call(2, "status", json!({}))["ok"],
+        true
+    );
+}
+
+/// 32 clients × 1,000 `status` requests in parallel, every reply checked. Prints the
+/// rate; a benchmark figure, not an assertion.
+#[test]
+fn thirty_two_clients_in_parallel_all_get_correct_replies() {
+    const CLIENTS: u64 = 32;
+    const REQUESTS: u64 = 1000;
+    let server = TestServer::start("");
+    let path = socket(&server);
+    let begun = Instant::now();
+    let workers: Vec<_> = (0..CLIENTS)
+        .map(|c| {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                let mut ctl = Control::connect(&path);
+                for r in 0..REQUESTS {
+                    let id = c * REQUESTS + r;
+                    let reply = ctl.call(id, "status", json!({}));
+                    assert_eq!(reply["ok"], true, "{reply}");
+                    assert_eq!(reply["data"]["mode"], "server");
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().expect("client thread");
+    }
+    let elapsed = begun.elapsed();
+    let total = CLIENTS * REQUESTS;
+    println!(
+        "control socket: {total} status requests from {CLIENTS} clients in {:.2} s = {:.0} requests/s",
+        elapsed.as_secs_f64(),
+        total as f64 / elapsed.as_secs_f64()
+    );
+}
+
+#[test]
+fn the_socket_gets_its_mode_a_stale_file_is_replaced_and_a_live_one_is_not_stolen() {
+    // A stale socket: bound and abandoned, as a crashed daemon leaves it.
+    let dir = tempfile::tempdir().expect("temp dir");
+    common::cert_init(dir.path(), "s", &["c"]);
+    let stale = std::os::unix::net::UnixListener::bind(dir.path().join("ctl.sock")).expect("bind");
+    drop(stale);
+    let config = common::server_yaml(dir.path(), "");
+    let mut first = common::Daemon::start(&config);
+    first.wait_for("control socket listening", WAIT);
+    let mode = std::fs::metadata(dir.path().join("ctl.sock"))
+        .expect("socket")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    let mut second = common::Daemon::start(&config);
+    let failed = second.wait_for("daemon cannot start", WAIT);
+    assert_eq!(failed["code"], "E_CONTROL_IN_USE");
+    assert_eq!(second.wait_exit(WAIT), Some(1));
+    let mut ctl = Control::connect(&dir.path().join("ctl.sock"));
+    assert_eq!(
+        ctl.call(1, "status", json!({}))["data"]["pid"],
+        first_pid(&mut ctl)
+    );
+}
+
+fn first_pid(ctl: &mut Control) -> Value {
+    ctl.call(2, "status", json!({}))["data"]["pid"].clone()
+}
+
+#[test]
+fn changing_commands_are_audited_with_the_callers_uid() {
+    let mut server = TestServer::start("security: { audit_log: audit.jsonl }\n");
+    let mut ctl = Control::connect(&socket(&server));
+    ctl.call(1, "status", json!({}));
+    ctl.call(2, "log.level", json!({}));
+    ctl.call(3, "log.level", json!({"level": "warn"}));
+    ctl.call(4, "limits.set", json!({"rate": 10}));
+    assert_eq!(server.stop(), Some(0));
+    let audit = std::fs::read_to_string(server.dir.path().join("audit.jsonl")).expect("audit");
+    let commands: Vec<Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("JSON"))
+        .filter(|e| e["event"] == "control_command")
+        .collect();
+    assert_eq!(commands.len(), 2, "only the changing commands: {audit}");
+    assert_eq!(commands[0]["command"], "log.level");
+    assert_eq!(commands[0]["result"], "ok");
+    assert_eq!(commands[0]["uid"], nix::unistd::getuid().as_raw());
+    assert_eq!(commands[0]["pid"], std::process::id());
+    assert_eq!(commands[1]["command"], "limits.set");
+    assert_eq!(commands[1]["result"], "E_NOT_AVAILABLE");
+}
+
+#[test]
+fn ctl_prints_for_people_and_for_scripts_and_exits_by_outcome() {
+    let mut server = TestServer::start("");
+    let sock = socket(&server);
+    let sock = sock.to_str().expect("utf-8");
+    let ctl = |args: &[&str]| common::run(&[&["ctl", "--socket", sock], args].concat());
+
+    let human = ctl(&["status"]);
+    assert_eq!(human.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&human.stdout);
+    assert!(text.lines().any(|l| l == "mode: server"), "{text}");
+    assert!(
+        text.lines().any(|l| l == "components.control: running"),
+        "{text}"
+    );
+
+    let json = ctl(&["--json", "log.level", "level=trace"]);
+    assert_eq!(json.status.code(), Some(0));
+    let reply: Value = serde_json::from_slice(&json.stdout).expect("raw JSON reply");
+    assert_eq!(reply["data"]["level"], "trace");
+
+    let failed = ctl(&["limits.set", "rate=5"]);
+    assert_eq!(failed.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&failed.stderr).contains("error[E_NOT_AVAILABLE]"));
+    assert_eq!(ctl(&["frobnicate"]).status.code(), Some(1));
+    assert_eq!(
+        ctl(&["log.level", "level"]).status.code(),
+        Some(1),
+        "a word without ="
+    );
+
+    let help = ctl(&["help"]);
+    assert!(String::from_utf8_lossy(&help.stdout)
+        .contains("endpoint.add service=<string> address=<string> [weight=<integer>]"));
+
+    let stop = ctl(&["stop"]);
+    assert_eq!(stop.status.code(), Some(0));
+    assert_eq!(server.daemon.wait_exit(WAIT), Some(0));
+
+    let gone = ctl(&["status"]);
+    assert_eq!(gone.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&gone.stderr);
+    assert!(
+        stderr.contains("E_UNREACHABLE") && stderr.contains(sock),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_script_drives_the_socket_with_socat_and_jq() {
+    let server = TestServer::start("");
+    let script = common::repo().join("tests/control_socat_jq.sh");
+    let out = std::process::Command::new("bash")
+        .arg(script)
+        .arg(socket(&server))
+        .arg(env!("CARGO_BIN_EXE_sssonector"))
+        .output()
+        .expect("bash runs");
+    assert!(
+        out.status.success(),
+        "script failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("all checks passed"));
+}
