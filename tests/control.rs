@@ -385,3 +385,21 @@ fn a_script_drives_the_socket_with_socat_and_jq() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("all checks passed"));
 }
+
+#[test]
+fn the_socket_takes_the_configured_mode_from_an_environment_override() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    common::cert_init(dir.path(), "s", &["c"]);
+    let config = common::server_yaml(dir.path(), "");
+    let mut daemon =
+        common::Daemon::start_with_env(&config, &[("SSSONECTOR_CONTROL__MODE", "0660")]);
+    let listening = daemon.wait_for("control socket listening", WAIT);
+    assert_eq!(listening["mode"], "0660");
+    let mode = std::fs::metadata(dir.path().join("ctl.sock"))
+        .expect("socket")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o660);
+    daemon.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(daemon.wait_exit(WAIT), Some(0));
+}
