@@ -7,7 +7,8 @@
 //! - [`daemon`]: the root actor; signals, reload, graceful stop. Start it with [`start`].
 //! - [`audit`]: security events as JSON lines.
 //! - [`control`]: the control socket; [`control::protocol`] is shared with `ctl`.
-//! - [`tunnel::tls`]: rustls configurations for mutual TLS.
+//! - [`tunnel::tls`]: rustls configurations for mutual TLS; [`tunnel::codec`]: the
+//!   frame format inside the tunnel (protocol version 1).
 //! - [`logging`]: slog with a run-time level.
 //! - [`drain`]: drain tokens, how a stop knows the children have finished.
 //! - [`error`]: the error type and its stable codes.
