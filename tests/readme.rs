@@ -25,7 +25,7 @@ fn the_readme_embeds_the_example_configs_verbatim() {
 #[test]
 fn the_readme_documents_every_error_code() {
     let readme = readme();
-    for code in ErrorCode::ALL {
+    for &code in ErrorCode::ALL {
         assert!(
             readme.contains(&format!("`{code}`")),
             "{code} is not in the README"

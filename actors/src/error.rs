@@ -14,90 +14,69 @@ use sssonector_config::LoadError;
 
 use crate::tunnel::tls::TlsError;
 
-/// Stable error codes. Their names are part of the public interface: never rename one.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ErrorCode {
+/// Declares [`ErrorCode`], its stable names and [`ErrorCode::ALL`] from one list, so
+/// no code can be missing from `ALL` (which the README test walks).
+macro_rules! error_codes {
+    ($($(#[doc = $doc:literal])* $variant:ident => $name:literal,)*) => {
+        /// Stable error codes. Their names are part of the public interface: never
+        /// rename one.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum ErrorCode {
+            $($(#[doc = $doc])* $variant,)*
+        }
+
+        impl ErrorCode {
+            /// Every code, for documentation and tests.
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$variant),*];
+
+            /// The stable name, e.g. `E_CONFIG_INVALID`.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(ErrorCode::$variant => $name,)*
+                }
+            }
+        }
+    };
+}
+
+error_codes! {
     /// The configuration was refused; `details.problems` lists every key path.
-    ConfigInvalid,
+    ConfigInvalid => "E_CONFIG_INVALID",
     /// A file or socket operation failed.
-    Io,
+    Io => "E_IO",
     /// Our own certificate, key, CA or CRL could not be used.
-    TlsConfig,
+    TlsConfig => "E_TLS_CONFIG",
     /// The peer's certificate is not signed by our CA (or the peer refused ours).
-    TlsUntrusted,
+    TlsUntrusted => "E_TLS_UNTRUSTED",
     /// The TLS handshake failed for another reason (protocol, timeout, closed).
-    TlsHandshake,
+    TlsHandshake => "E_TLS_HANDSHAKE",
     /// `cert init` would overwrite existing files.
-    CertExists,
+    CertExists => "E_CERT_EXISTS",
     /// A reload changed something only a restart can change (the mode).
-    RestartRequired,
+    RestartRequired => "E_RESTART_REQUIRED",
     /// The subsystem that would answer is not built yet.
-    NotAvailable,
+    NotAvailable => "E_NOT_AVAILABLE",
     /// A control request line is not JSON (or not UTF-8).
-    BadJson,
+    BadJson => "E_BAD_JSON",
     /// A control request is JSON of the wrong shape.
-    BadRequest,
+    BadRequest => "E_BAD_REQUEST",
     /// A control request names no known command.
-    UnknownCommand,
+    UnknownCommand => "E_UNKNOWN_COMMAND",
     /// A control command's arguments are missing, unknown or of the wrong type.
-    BadArgs,
+    BadArgs => "E_BAD_ARGS",
     /// A control request line is longer than the limit.
-    LineTooLong,
+    LineTooLong => "E_LINE_TOO_LONG",
     /// A control client said nothing for too long.
-    Timeout,
+    Timeout => "E_TIMEOUT",
     /// The control socket belongs to a daemon that is running.
-    ControlInUse,
+    ControlInUse => "E_CONTROL_IN_USE",
     /// `ctl` could not reach the daemon's control socket.
-    Unreachable,
+    Unreachable => "E_UNREACHABLE",
     /// A bug: an invariant did not hold.
-    Internal,
+    Internal => "E_INTERNAL",
 }
 
 impl ErrorCode {
-    /// Every code, for documentation and tests.
-    pub const ALL: [ErrorCode; 17] = [
-        ErrorCode::ConfigInvalid,
-        ErrorCode::Io,
-        ErrorCode::TlsConfig,
-        ErrorCode::TlsUntrusted,
-        ErrorCode::TlsHandshake,
-        ErrorCode::CertExists,
-        ErrorCode::RestartRequired,
-        ErrorCode::NotAvailable,
-        ErrorCode::BadJson,
-        ErrorCode::BadRequest,
-        ErrorCode::UnknownCommand,
-        ErrorCode::BadArgs,
-        ErrorCode::LineTooLong,
-        ErrorCode::Timeout,
-        ErrorCode::ControlInUse,
-        ErrorCode::Unreachable,
-        ErrorCode::Internal,
-    ];
-
-    /// The stable name, e.g. `E_CONFIG_INVALID`.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            ErrorCode::ConfigInvalid => "E_CONFIG_INVALID",
-            ErrorCode::Io => "E_IO",
-            ErrorCode::TlsConfig => "E_TLS_CONFIG",
-            ErrorCode::TlsUntrusted => "E_TLS_UNTRUSTED",
-            ErrorCode::TlsHandshake => "E_TLS_HANDSHAKE",
-            ErrorCode::CertExists => "E_CERT_EXISTS",
-            ErrorCode::RestartRequired => "E_RESTART_REQUIRED",
-            ErrorCode::NotAvailable => "E_NOT_AVAILABLE",
-            ErrorCode::BadJson => "E_BAD_JSON",
-            ErrorCode::BadRequest => "E_BAD_REQUEST",
-            ErrorCode::UnknownCommand => "E_UNKNOWN_COMMAND",
-            ErrorCode::BadArgs => "E_BAD_ARGS",
-            ErrorCode::LineTooLong => "E_LINE_TOO_LONG",
-            ErrorCode::Timeout => "E_TIMEOUT",
-            ErrorCode::ControlInUse => "E_CONTROL_IN_USE",
-            ErrorCode::Unreachable => "E_UNREACHABLE",
-            ErrorCode::Internal => "E_INTERNAL",
-        }
-    }
-
     /// The process exit status for a command that failed with this code: 2 for a
     /// configuration to correct or a daemon that cannot be reached, 1 otherwise.
     pub const fn exit_status(self) -> i32 {
@@ -155,7 +134,7 @@ pub enum Error {
     #[error("{0} changed: restart the daemon to apply this file")]
     RestartRequired(String),
     /// A command whose subsystem is not built yet.
-    #[error("{0} is not available in this version")]
+    #[error("not available in this version: {0}")]
     NotAvailable(&'static str),
     /// A control request that could not be carried out as sent.
     #[error(transparent)]
@@ -232,7 +211,7 @@ mod tests {
     #[test]
     fn codes_are_unique_upper_snake_names() {
         let mut seen = std::collections::HashSet::new();
-        for code in ErrorCode::ALL {
+        for &code in ErrorCode::ALL {
             let name = code.as_str();
             assert!(name.starts_with("E_"), "{name}");
             assert!(

@@ -73,14 +73,33 @@ pub struct Change {
     pub key: String,
 }
 
+/// Keys (and whole sections) fixed for a process's life: the mode, the control socket
+/// and where logs go. A reload keeps their running values; see
+/// [`Config::keeping_restart_keys`], which must copy exactly these.
+pub const RESTART_KEYS: &[&str] = &["mode", "control", "logging.format", "logging.file"];
+
 impl Change {
-    /// Whether applying this change needs a restart of the daemon rather than a reload:
-    /// the mode, the control socket and where logs go are fixed for a process's life.
+    /// Whether applying this change needs a restart of the daemon rather than a reload.
     pub fn needs_restart(&self) -> bool {
-        self.key == "mode"
-            || self.component == Component::Control
-            || self.key == "logging.format"
-            || self.key == "logging.file"
+        RESTART_KEYS.iter().any(|k| {
+            self.key == *k
+                || self
+                    .key
+                    .strip_prefix(k)
+                    .is_some_and(|rest| rest.starts_with(['.', '[']))
+        })
+    }
+}
+
+impl Config {
+    /// This configuration with the running values of every [`RESTART_KEYS`] entry
+    /// taken from `running`: what a reload can put in force.
+    pub fn keeping_restart_keys(mut self, running: &Config) -> Config {
+        self.mode = running.mode;
+        self.control = running.control.clone();
+        self.logging.format = running.logging.format;
+        self.logging.file = running.logging.file.clone();
+        self
     }
 }
 
@@ -202,6 +221,54 @@ mod tests {
         let changes = diff(&old, &new);
         assert_eq!(changes.len(), 1);
         assert_eq!(changes[0].component, Component::Snmp);
+    }
+
+    /// Holds `RESTART_KEYS` and `keeping_restart_keys` to each other: every listed key
+    /// has an edit here, and after keeping no change needing a restart is left.
+    #[test]
+    fn keeping_restart_keys_undoes_exactly_the_restart_changes() {
+        type Edit = fn(&mut Config);
+        let edits: &[(&str, Edit)] = &[
+            ("mode", |c| c.mode = Some(crate::Mode::Client)),
+            ("control", |c| {
+                c.control.socket = "/tmp/other.sock".into();
+                c.control.idle_timeout =
+                    crate::DurationValue::of(std::time::Duration::from_secs(5));
+            }),
+            ("logging.format", |c| {
+                c.logging.format = crate::LogFormat::Term
+            }),
+            ("logging.file", |c| c.logging.file = Some("/tmp/log".into())),
+        ];
+        let listed: Vec<&str> = edits.iter().map(|(k, _)| *k).collect();
+        assert_eq!(
+            listed, RESTART_KEYS,
+            "every restart key needs an edit in this test"
+        );
+        for (key, edit) in edits {
+            let running = base();
+            let mut new = base();
+            edit(&mut new);
+            new.throttle.rate = 1;
+            assert!(
+                diff(&running, &new).iter().any(Change::needs_restart),
+                "{key}"
+            );
+            let kept: Vec<String> = diff(&running, &new.keeping_restart_keys(&running))
+                .into_iter()
+                .map(|c| c.key)
+                .collect();
+            assert_eq!(kept, ["throttle.rate"], "{key}: only the live change stays");
+        }
+    }
+
+    #[test]
+    fn a_key_that_only_shares_a_prefix_is_live() {
+        let change = Change {
+            component: Component::Daemon,
+            key: "modes".into(),
+        };
+        assert!(!change.needs_restart());
     }
 
     #[test]

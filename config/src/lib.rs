@@ -22,7 +22,7 @@ mod secret;
 mod validate;
 pub mod value;
 
-pub use diff::{diff, Change, Component};
+pub use diff::{diff, Change, Component, RESTART_KEYS};
 pub use load::{from_str, load, load_with_env, LoadError, ENV_PREFIX};
 pub use schema::*;
 pub use secret::{Secret, REDACTED};

@@ -267,6 +267,29 @@ fn section<T: DeserializeOwned>(
     }
 }
 
+impl Config {
+    /// Makes relative file paths relative to `base` (the config file's folder), so the
+    /// daemon finds its files whatever its working directory.
+    fn resolve_paths(&mut self, base: &Path) {
+        let files = [
+            &mut self.tunnel.cert_file,
+            &mut self.tunnel.key_file,
+            &mut self.tunnel.ca_file,
+            &mut self.security.crl_file,
+            &mut self.security.audit_log,
+            &mut self.logging.file,
+        ];
+        for f in files.into_iter().flatten() {
+            if f.is_relative() {
+                *f = base.join(&*f);
+            }
+        }
+        if self.control.socket.is_relative() && !self.control.socket.as_os_str().is_empty() {
+            self.control.socket = base.join(&self.control.socket);
+        }
+    }
+}
+
 fn section_of(path: &str) -> &str {
     path.split(['.', '[']).next().unwrap_or_default()
 }

@@ -206,24 +206,19 @@ impl Daemon {
     }
 
     /// Applies the changes that concern live components and returns the configuration
-    /// now in force. The control socket and the log destination are fixed for the
-    /// process's life: they keep their running values (with a warning) while the rest
-    /// applies. A mode change never gets here: it refuses the whole reload.
-    fn apply(&mut self, mut new: Config, changes: &[Change]) -> Config {
+    /// now in force. Keys fixed for the process's life keep their running values with a
+    /// warning; a mode change never gets here, it refuses the whole reload.
+    fn apply(&mut self, new: Config, changes: &[Change]) -> Config {
         for change in changes {
             if change.needs_restart() {
                 warn!(self.log, "change needs a restart, running value kept"; "key" => %change.key);
             } else if change.component == Component::Logging {
                 self.log_handle.set_level(new.logging.level);
             }
-        }
-        for change in changes {
+            // After acting, so a raised level already shows this line.
             debug!(self.log, "configuration change"; "key" => %change.key, "component" => ?change.component);
         }
-        new.control = self.config.control.clone();
-        new.logging.format = self.config.logging.format;
-        new.logging.file = self.config.logging.file.clone();
-        new
+        new.keeping_restart_keys(&self.config)
     }
 
     /// Loads and checks the file for a reload.
