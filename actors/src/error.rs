@@ -72,6 +72,23 @@ error_codes! {
     ControlInUse => "E_CONTROL_IN_USE",
     /// `ctl` could not reach the daemon's control socket.
     Unreachable => "E_UNREACHABLE",
+    /// The TUN interface could not be created or configured (no CAP_NET_ADMIN, the
+    /// name is taken, no /dev/net/tun).
+    Tun => "E_TUN",
+    /// The peer is not allowed: its certificate name or source address is refused.
+    AccessDenied => "E_ACCESS_DENIED",
+    /// The inner address a client asked for is outside the subnet or not allowed for
+    /// its certificate.
+    BadAddress => "E_BAD_ADDRESS",
+    /// The inner address a client asked for is held by another live session.
+    AddressInUse => "E_ADDRESS_IN_USE",
+    /// The peer broke the tunnel protocol: a malformed frame, an unexpected frame or
+    /// an unsupported protocol version.
+    Protocol => "E_PROTOCOL",
+    /// The peer sent nothing for three keepalive intervals.
+    PeerTimeout => "E_PEER_TIMEOUT",
+    /// The peer ended the session (closed the connection or said Close).
+    PeerClosed => "E_PEER_CLOSED",
     /// A bug: an invariant did not hold.
     Internal => "E_INTERNAL",
 }
@@ -119,6 +136,17 @@ pub enum Error {
     /// TLS material or a handshake failed.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// The TUN interface could not be set up.
+    #[error(transparent)]
+    Tun(#[from] crate::tun::TunError),
+    /// A tunnel session failed or was refused.
+    #[error("{message}")]
+    Session {
+        /// Why, as a stable code.
+        code: ErrorCode,
+        /// Said for people.
+        message: String,
+    },
     /// A file operation failed.
     #[error("{}: {source}", .path.display())]
     Io {
@@ -161,6 +189,8 @@ impl Error {
         match self {
             Error::Config(_) => ErrorCode::ConfigInvalid,
             Error::Tls(e) => e.code(),
+            Error::Tun(_) => ErrorCode::Tun,
+            Error::Session { code, .. } => *code,
             Error::Io { .. } => ErrorCode::Io,
             Error::CertExists(_) => ErrorCode::CertExists,
             Error::RestartRequired(_) => ErrorCode::RestartRequired,

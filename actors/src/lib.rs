@@ -7,8 +7,13 @@
 //! - [`daemon`]: the root actor; signals, reload, graceful stop. Start it with [`start`].
 //! - [`audit`]: security events as JSON lines.
 //! - [`control`]: the control socket; [`control::protocol`] is shared with `ctl`.
-//! - [`tunnel::tls`]: rustls configurations for mutual TLS; [`tunnel::codec`]: the
-//!   frame format inside the tunnel (protocol version 1).
+//! - [`tun`]: the TUN device and the TunAdapter actor that owns it.
+//! - [`listener`] (server) and [`dialer`] (client): TLS and session handshakes, ACLs,
+//!   reconnecting; each live session is a [`connection`] actor with two I/O tasks.
+//! - [`tunnel`]: [`tunnel::tls`] (rustls configurations for mutual TLS),
+//!   [`tunnel::codec`] (the frame format, protocol version 1), [`tunnel::session`]
+//!   (Hello/Accept and the server's decision), [`tunnel::hub`] (the per-packet path
+//!   and routing), [`tunnel::stats`] (the counters).
 //! - [`logging`]: slog with a run-time level.
 //! - [`drain`]: drain tokens, how a stop knows the children have finished.
 //! - [`error`]: the error type and its stable codes.
@@ -16,11 +21,15 @@
 #![forbid(unsafe_code)]
 
 pub mod audit;
+pub mod connection;
 pub mod control;
 pub mod daemon;
+pub mod dialer;
 pub mod drain;
 pub mod error;
+pub mod listener;
 pub mod logging;
+pub mod tun;
 pub mod tunnel;
 
 use std::path::PathBuf;

@@ -8,6 +8,7 @@
 //! Unknown keys are refused (a typo must not be silently ignored); see
 //! [`load`](crate::load), which reports every unknown key and every bad value at once.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
@@ -398,6 +399,10 @@ pub struct Security {
     /// the CA signed. List or comma-separated string. Reload: live.
     #[serde(deserialize_with = "list_or_csv")]
     pub allowed_clients: Vec<String>,
+    /// Server: the inner addresses each client certificate name may claim, as CIDR
+    /// lists, e.g. `{ client1: [10.99.0.2/32] }`. A name without an entry may claim
+    /// any free address of the server's subnet. Default none. Reload: new sessions.
+    pub client_addresses: BTreeMap<String, Vec<Parsed<IpNet>>>,
     /// Source networks allowed to connect; empty = all. Reload: live.
     #[serde(deserialize_with = "list_or_csv")]
     pub allow_cidrs: Vec<Parsed<IpNet>>,

@@ -308,6 +308,11 @@ impl Validator {
                 self.fail(&format!("security.allowed_clients[{i}]"), "empty name");
             }
         }
+        for (name, nets) in &s.client_addresses {
+            for (i, n) in nets.iter().enumerate() {
+                self.parsed(&format!("security.client_addresses.{name}[{i}]"), n);
+            }
+        }
         for (i, n) in s.allow_cidrs.iter().enumerate() {
             self.parsed(&format!("security.allow_cidrs[{i}]"), n);
         }

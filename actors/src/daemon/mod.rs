@@ -28,9 +28,13 @@ use self::health::ComponentState;
 use crate::audit::{AuditActor, Record};
 use crate::control::protocol::SetLogLevel;
 use crate::control::{self, ControlSocketActor, Router};
+use crate::dialer::{self, Dialer};
 use crate::drain::Drain;
 use crate::error::{Error, Result};
+use crate::listener::{self, Listener};
 use crate::logging::LogHandle;
+use crate::tun::{self, TunAdapter};
+use crate::tunnel::stats::Stats;
 use crate::tunnel::tls;
 
 /// Reload the configuration file (SIGHUP, and later `ctl reload`).
@@ -78,6 +82,27 @@ pub struct Daemon {
     control: Option<Addr<ControlSocketActor>>,
     drain: Option<Drain>,
     started: Instant,
+    /// The data path's own multi-threaded runtime: packets never wait for the actix
+    /// thread. `None` once shut down.
+    runtime: Option<tokio::runtime::Runtime>,
+    /// The tunnel's counters.
+    stats: Arc<Stats>,
+    /// Built in `new` (so a failure stops the start), started in `started`.
+    pending: Option<Tunnel>,
+    tun: Option<Addr<TunAdapter>>,
+    listener: Option<Addr<Listener>>,
+    dialer: Option<Addr<Dialer>>,
+}
+
+/// The tunnel's actors, built but not started.
+struct Tunnel {
+    tun: TunAdapter,
+    side: Side,
+}
+
+enum Side {
+    Server(Listener),
+    Client(Dialer),
 }
 
 impl Daemon {
@@ -91,6 +116,15 @@ impl Daemon {
         check_tls(&config)?;
         let control = &config.control;
         let control_listener = control::bind(&control.socket, control.mode.get().0)?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get().min(8)))
+            .thread_name("sss-data")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::io("data-path runtime", e))?;
+        let drain = Drain::default();
+        let stats = Arc::new(Stats::default());
+        let pending = Self::build_tunnel(&config, &runtime, &stats, &drain, &log)?;
         Ok(Self {
             digest: config.digest(),
             config,
@@ -101,9 +135,68 @@ impl Daemon {
             audit_writable: Arc::new(AtomicBool::new(false)),
             control_listener: Some(control_listener),
             control: None,
-            drain: Some(Drain::default()),
+            drain: Some(drain),
             started: Instant::now(),
+            runtime: Some(runtime),
+            stats,
+            pending: Some(pending),
+            tun: None,
+            listener: None,
+            dialer: None,
         })
+    }
+
+    fn build_tunnel(
+        config: &Config,
+        runtime: &tokio::runtime::Runtime,
+        stats: &Arc<Stats>,
+        drain: &Drain,
+        log: &Logger,
+    ) -> Result<Tunnel> {
+        let handle = runtime.handle().clone();
+        let tun = TunAdapter::new(
+            &config.network,
+            handle.clone(),
+            stats.clone(),
+            log.new(slog::o!("actor" => "tun")),
+            drain.token(),
+        )?;
+        let side = match config.mode() {
+            Mode::Server => Side::Server(Listener::new(
+                config,
+                tun.hub(),
+                handle,
+                None,
+                drain.token(),
+                log.new(slog::o!("actor" => "listener")),
+            )?),
+            Mode::Client => Side::Client(Dialer::new(
+                config,
+                tun.hub(),
+                handle,
+                None,
+                drain.token(),
+                log.new(slog::o!("actor" => "dialer")),
+            )?),
+        };
+        Ok(Tunnel { tun, side })
+    }
+
+    fn start_tunnel(&mut self) {
+        let Some(Tunnel { tun, side }) = self.pending.take() else {
+            return;
+        };
+        self.tun = Some(tun.start());
+        match side {
+            Side::Server(mut l) => {
+                l.set_audit(self.audit.clone());
+                self.listener = Some(l.start());
+            }
+            Side::Client(mut d) => {
+                d.set_audit(self.audit.clone());
+                self.dialer = Some(d.start());
+            }
+        }
     }
 
     fn audit(&self, event: &'static str, fields: serde_json::Value) {
@@ -154,15 +247,21 @@ impl Daemon {
             ("control", control),
             ("audit", audit),
         ];
-        for unbuilt in [
-            "tun",
-            "tunnel",
-            "services",
-            "balancer",
-            "ratelimit",
-            "metrics",
-            "snmp",
-        ] {
+        let on = |running: bool| {
+            if running {
+                ComponentState::Running
+            } else {
+                ComponentState::Failed
+            }
+        };
+        parts.push(("tun", on(self.tun.as_ref().is_some_and(Addr::connected))));
+        let side = match (&self.listener, &self.dialer) {
+            (Some(l), _) => l.connected(),
+            (_, Some(d)) => d.connected(),
+            _ => false,
+        };
+        parts.push(("tunnel", on(side)));
+        for unbuilt in ["services", "balancer", "ratelimit", "metrics", "snmp"] {
             parts.push((unbuilt, ComponentState::NotAvailable));
         }
         parts
@@ -246,6 +345,7 @@ impl Actor for Daemon {
     fn started(&mut self, ctx: &mut Self::Context) {
         self.start_audit();
         self.start_control(ctx);
+        self.start_tunnel();
         self.listen_for_signals(ctx);
         info!(self.log, "daemon started";
             "mode" => self.config.mode().as_str(),
@@ -307,6 +407,7 @@ impl Handler<GetStatus> for Daemon {
             "log_level": self.log_handle.level().as_str(),
             "stopping": self.drain.is_none(),
             "components": components,
+            "tunnel": self.stats.to_json(),
         }))
     }
 }
@@ -349,6 +450,16 @@ impl Handler<Stop> for Daemon {
         // Children stop when their last address is gone, after their queued messages.
         self.control = None;
         self.audit = None;
+        if let Some(l) = self.listener.take() {
+            l.do_send(listener::Shutdown);
+        }
+        if let Some(d) = self.dialer.take() {
+            d.do_send(dialer::Shutdown);
+        }
+        if let Some(t) = self.tun.take() {
+            t.do_send(tun::Shutdown);
+        }
+        let runtime = self.runtime.take();
         let log = self.log.clone();
         ctx.spawn(
             async move {
@@ -356,6 +467,9 @@ impl Handler<Stop> for Daemon {
                     info!(log, "daemon stopped");
                 } else {
                     warn!(log, "drain timeout, remaining work cut"; "grace_ms" => grace.as_millis() as u64);
+                }
+                if let Some(rt) = runtime {
+                    rt.shutdown_background();
                 }
                 System::current().stop_with_code(0);
             }

@@ -8,9 +8,9 @@
 //!
 //! ```text
 //!  0        1        2        3
-//! +--------+--------+--------+--------+------ ... ------+
-//! |  type  | flags  | payload length  |     payload     |
-//! +--------+--------+--------+--------+------ ... ------+
+//! +-+-------+--------+--------+--------+------ ... ------+
+//! |C| type  |     payload length (24)   |     payload     |
+//! +-+-------+--------+--------+--------+------ ... ------+
 //! ```
 //!
 //! | type | frame | payload |
@@ -20,6 +20,7 @@
 //! | `0x03` | Reject | session handshake refusal (JSON with a reason code) |
 //! | `0x10` | Packet | one IP packet |
 //! | `0x11` | Packets | several IP packets, each `[u16 length][packet]` |
+//! | `0x12` | Gso | `[virtio_net_hdr, 10 bytes][IP packet of up to 64 KiB]` |
 //! | `0x20` | StreamOpen | `[u32 stream id][service name, UTF-8]` |
 //! | `0x21` | StreamData | `[u32 stream id][bytes]` |
 //! | `0x22` | StreamClose | `[u32 stream id][u16 reason code]` |
@@ -28,13 +29,22 @@
 //! | `0x31` | Pong | `[u64 nonce]` of the ping answered |
 //! | `0x40` | Close | `[u16 reason code][reason, UTF-8]` |
 //!
-//! Flags: bit 0 ([`FLAG_COMPRESSED`]) marks a payload compressed with the algorithm
-//! the session negotiated; the other bits are reserved and must be zero. A frame that
-//! breaks any rule is an error: the connection that sent it is closed, no other.
+//! Bit `C` ([`FLAG_COMPRESSED`]) marks a payload compressed with the algorithm the
+//! session negotiated. A frame that breaks any rule is an error: the connection that
+//! sent it is closed, no other.
 //!
 //! Batching several packets into one `Packets` frame is what keeps per-packet cost
 //! down: one header, one TLS record write and one wakeup for as many packets as the
 //! TUN had ready. [`BatchWriter`] builds such a frame in place.
+//!
+//! A `Gso` frame carries a TCP or UDP "superpacket" exactly as a Linux TUN device
+//! with offloads hands it out: the `virtio_net_hdr` (its fields little-endian, as the
+//! kernel lays them out: flags, gso_type, hdr_len, gso_size, csum_start, csum_offset)
+//! followed by one IP packet of up to 64 KiB that the receiving kernel segments, or
+//! delivers whole, as the header says. Sending 64 KiB per frame instead of 1500 bytes
+//! is what removes the per-packet cost from the tunnel; it is only sent to a peer that
+//! said it takes it (`gso` in the session handshake). The 24-bit length exists for
+//! this frame: a superpacket plus its header is longer than 65,535 bytes.
 
 use std::str;
 
@@ -42,16 +52,22 @@ use std::str;
 pub const VERSION: u8 = 1;
 /// Bytes of the frame header.
 pub const HEADER: usize = 4;
-/// Largest payload: the 16-bit length field.
-pub const MAX_PAYLOAD: usize = u16::MAX as usize;
-/// Flag: the payload is compressed.
-pub const FLAG_COMPRESSED: u8 = 0b0000_0001;
+/// Largest payload accepted: a 64 KiB superpacket with its header fits with room to
+/// spare, and a reader needs no buffer larger than `HEADER + MAX_PAYLOAD`.
+pub const MAX_PAYLOAD: usize = 128 * 1024;
+/// Largest payload [`BatchWriter`] builds: four full TLS records.
+pub const BATCH_LIMIT: usize = 64 * 1024;
+/// Bytes of a `virtio_net_hdr` (without `num_buffers`), the prefix of a `Gso` frame.
+pub const VNET_HDR: usize = 10;
+/// Flag (top bit of the type byte): the payload is compressed.
+pub const FLAG_COMPRESSED: u8 = 0b1000_0000;
 
 const T_HELLO: u8 = 0x01;
 const T_ACCEPT: u8 = 0x02;
 const T_REJECT: u8 = 0x03;
 const T_PACKET: u8 = 0x10;
 const T_PACKETS: u8 = 0x11;
+const T_GSO: u8 = 0x12;
 const T_STREAM_OPEN: u8 = 0x20;
 const T_STREAM_DATA: u8 = 0x21;
 const T_STREAM_CLOSE: u8 = 0x22;
@@ -73,6 +89,13 @@ pub enum Frame<'a> {
     Packet(&'a [u8]),
     /// Several IP packets.
     Packets(Batch<'a>),
+    /// One offloaded superpacket and its `virtio_net_hdr`.
+    Gso {
+        /// The header, as the kernel lays it out.
+        hdr: &'a [u8; VNET_HDR],
+        /// The IP packet.
+        packet: &'a [u8],
+    },
     /// A new layer-4 stream to `service`.
     StreamOpen {
         /// Stream id, chosen by the opener.
@@ -153,9 +176,6 @@ pub enum CodecError {
     /// The type byte names no frame.
     #[error("unknown frame type {0:#04x}")]
     UnknownType(u8),
-    /// Reserved flag bits were set.
-    #[error("reserved flags {0:#010b} set")]
-    ReservedFlags(u8),
     /// The payload is too short or too long for its type.
     #[error("frame type {0:#04x} has a payload of the wrong size")]
     BadLength(u8),
@@ -198,11 +218,12 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Frame<'_>, u8, usize)>, CodecError> 
     let Some((header, rest)) = buf.split_first_chunk::<HEADER>() else {
         return Ok(None);
     };
-    let [kind, flags, hi, lo] = *header;
-    if flags & !FLAG_COMPRESSED != 0 {
-        return Err(CodecError::ReservedFlags(flags));
+    let [first, hi, mid, lo] = *header;
+    let (kind, flags) = (first & !FLAG_COMPRESSED, first & FLAG_COMPRESSED);
+    let len = usize::try_from(u32::from_be_bytes([0, hi, mid, lo])).expect("24 bits fit");
+    if len > MAX_PAYLOAD {
+        return Err(CodecError::TooLarge(len));
     }
-    let len = usize::from(u16::from_be_bytes([hi, lo]));
     let Some(payload) = rest.get(..len) else {
         return Ok(None);
     };
@@ -226,6 +247,11 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Frame<'_>, u8, usize)>, CodecError> 
             }
             Frame::Packets(Batch(payload))
         }
+        T_GSO => match payload.split_first_chunk::<VNET_HDR>() {
+            Some((_, [])) => return Err(CodecError::EmptyPacket),
+            Some((hdr, packet)) => Frame::Gso { hdr, packet },
+            None => return Err(bad),
+        },
         T_STREAM_OPEN => {
             let (id, name) = split_u32(payload).ok_or(bad)?;
             Frame::StreamOpen {
@@ -273,7 +299,7 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Frame<'_>, u8, usize)>, CodecError> 
 /// [`CodecError::TooLarge`] when the payload exceeds [`MAX_PAYLOAD`];
 /// [`CodecError::EmptyPacket`] for an empty packet. `out` is unchanged then.
 pub fn encode(frame: &Frame<'_>, flags: u8, out: &mut Vec<u8>) -> Result<(), CodecError> {
-    if let Frame::Packet([]) = frame {
+    if let Frame::Packet([]) | Frame::Gso { packet: [], .. } = frame {
         return Err(CodecError::EmptyPacket);
     }
     let start = out.len();
@@ -284,6 +310,7 @@ pub fn encode(frame: &Frame<'_>, flags: u8, out: &mut Vec<u8>) -> Result<(), Cod
         Frame::Reject(p) => put(out, T_REJECT, &[p]),
         Frame::Packet(p) => put(out, T_PACKET, &[p]),
         Frame::Packets(b) => put(out, T_PACKETS, &[b.0]),
+        Frame::Gso { hdr, packet } => put(out, T_GSO, &[hdr, packet]),
         Frame::StreamOpen { id, service } => {
             put(out, T_STREAM_OPEN, &[&id.to_be_bytes(), service.as_bytes()])
         }
@@ -309,11 +336,16 @@ pub fn encode(frame: &Frame<'_>, flags: u8, out: &mut Vec<u8>) -> Result<(), Cod
         out.truncate(start);
         return Err(CodecError::TooLarge(len));
     }
-    let len = u16::try_from(len)
+    out[start..start + HEADER].copy_from_slice(&header(kind | (flags & FLAG_COMPRESSED), len));
+    Ok(())
+}
+
+/// The header bytes for a payload of `len` (at most [`MAX_PAYLOAD`]) bytes.
+fn header(first: u8, len: usize) -> [u8; HEADER] {
+    let len = u32::try_from(len)
         .expect("checked against MAX_PAYLOAD")
         .to_be_bytes();
-    out[start..start + HEADER].copy_from_slice(&[kind, flags, len[0], len[1]]);
-    Ok(())
+    [first, len[1], len[2], len[3]]
 }
 
 fn put(out: &mut Vec<u8>, kind: u8, parts: &[&[u8]]) -> u8 {
@@ -355,6 +387,11 @@ impl<'o> BatchWriter<'o> {
         }
     }
 
+    /// Payload bytes so far.
+    pub fn payload_len(&self) -> usize {
+        self.out.len() - self.start - HEADER
+    }
+
     /// Adds `packet` if it fits; false (and nothing added) when the frame is full or
     /// the packet empty, so the caller sends this frame and starts another.
     pub fn push(&mut self, packet: &[u8]) -> bool {
@@ -362,7 +399,7 @@ impl<'o> BatchWriter<'o> {
         let Ok(len) = u16::try_from(packet.len()) else {
             return false;
         };
-        if packet.is_empty() || used + 2 + packet.len() > MAX_PAYLOAD {
+        if packet.is_empty() || used + 2 + packet.len() > BATCH_LIMIT {
             return false;
         }
         self.out.extend_from_slice(&len.to_be_bytes());
@@ -388,8 +425,7 @@ impl<'o> BatchWriter<'o> {
             return 0;
         }
         let len = self.out.len() - self.start - HEADER;
-        let len = u16::try_from(len).expect("push keeps the payload within MAX_PAYLOAD");
-        self.out[self.start + 2..self.start + HEADER].copy_from_slice(&len.to_be_bytes());
+        self.out[self.start..self.start + HEADER].copy_from_slice(&header(T_PACKETS, len));
         self.count
     }
 }
@@ -422,6 +458,10 @@ mod tests {
             Frame::Reject(b""),
             Frame::Packet(&[0x45; 1500]),
             Frame::Packets(b),
+            Frame::Gso {
+                hdr: &[1, 1, 0x36, 0, 0xb4, 0x05, 0x22, 0, 0x10, 0],
+                packet: &[0x45; 65535],
+            },
             Frame::StreamOpen {
                 id: 7,
                 service: "web",
@@ -451,6 +491,9 @@ mod tests {
         let mut out = Vec::new();
         encode(&Frame::Ping(1), 0, &mut out).expect("encodes");
         assert_eq!(out, [0x30, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 1]);
+        out.clear();
+        encode(&Frame::Packet(&[0x45; 70_000]), FLAG_COMPRESSED, &mut out).expect("encodes");
+        assert_eq!(out[..HEADER], [0x90, 0x01, 0x11, 0x70]);
     }
 
     #[test]
@@ -473,8 +516,13 @@ mod tests {
     #[test]
     fn malformed_frames_are_refused_with_their_reason() {
         let table: &[(&[u8], CodecError)] = &[
-            (&[0x99, 0, 0, 0], CodecError::UnknownType(0x99)),
-            (&[0x10, 0x02, 0, 1, 0], CodecError::ReservedFlags(0x02)),
+            (&[0x79, 0, 0, 0], CodecError::UnknownType(0x79)),
+            (&[0x10, 0x02, 0, 1, 0], CodecError::TooLarge(0x20001)),
+            (&[0x12, 0, 0, 3, 0, 0, 0], CodecError::BadLength(0x12)),
+            (
+                &[0x12, 0, 0, 10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                CodecError::EmptyPacket,
+            ),
             (&[0x10, 0, 0, 0], CodecError::EmptyPacket),
             (&[0x30, 0, 0, 4, 0, 0, 0, 1], CodecError::BadLength(0x30)),
             (
@@ -521,10 +569,10 @@ mod tests {
         while w.push(&packet) {
             n += 1;
         }
-        assert_eq!(n, MAX_PAYLOAD / 1502);
+        assert_eq!(n, BATCH_LIMIT / 1502);
         assert!(!w.push(&[]));
         assert_eq!(w.finish(), n);
-        assert!(out.len() <= HEADER + MAX_PAYLOAD);
+        assert!(out.len() <= HEADER + BATCH_LIMIT);
         let mut empty = vec![7];
         assert_eq!(BatchWriter::begin(&mut empty).finish(), 0);
         assert_eq!(empty, [7]);
@@ -548,15 +596,14 @@ mod tests {
         #[test]
         fn well_framed_random_payloads_decode_exactly_or_are_refused(
             kind in proptest::sample::select(vec![
-                T_HELLO, T_ACCEPT, T_REJECT, T_PACKET, T_PACKETS, T_STREAM_OPEN, T_STREAM_DATA,
-                T_STREAM_CLOSE, T_STREAM_WINDOW, T_PING, T_PONG, T_CLOSE,
+                T_HELLO, T_ACCEPT, T_REJECT, T_PACKET, T_PACKETS, T_GSO, T_STREAM_OPEN,
+                T_STREAM_DATA, T_STREAM_CLOSE, T_STREAM_WINDOW, T_PING, T_PONG, T_CLOSE,
             ]),
-            flags in 0u8..=1,
+            flags in proptest::sample::select(vec![0, FLAG_COMPRESSED]),
             payload in proptest::collection::vec(any::<u8>(), 0..300),
             trailing in proptest::collection::vec(any::<u8>(), 0..8),
         ) {
-            let len = u16::try_from(payload.len()).expect("short").to_be_bytes();
-            let mut bytes = vec![kind, flags, len[0], len[1]];
+            let mut bytes = header(kind | flags, payload.len()).to_vec();
             bytes.extend_from_slice(&payload);
             bytes.extend_from_slice(&trailing);
             if let Ok(Some((frame, f, used))) = decode(&bytes) {

@@ -1,6 +1,12 @@
 //! The tunnel between two daemons. `tls` builds the mutually authenticated rustls
 //! configurations both ends use; `codec` is the frame format spoken inside the TLS
-//! stream (protocol version 1).
+//! stream (protocol version 1); `session` is the Hello/Accept handshake and the
+//! server's decision; `handshake` its I/O; `hub` the per-packet path between the TUN
+//! device and the sessions; `stats` the counters.
 
 pub mod codec;
+pub mod handshake;
+pub mod hub;
+pub mod session;
+pub mod stats;
 pub mod tls;

@@ -1,0 +1,266 @@
+//! The two I/O tasks of a session: TLS writer (queue → TLS, keepalive pings) and TLS
+//! reader (TLS → frames → TUN or another session). Both run on the data-path runtime
+//! in their own tasks, so the two directions use two cores; they share only atomics
+//! and a cancellation token.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_rustls::TlsStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::ErrorCode;
+use crate::tunnel::codec::{self, Frame, HEADER, MAX_PAYLOAD};
+use crate::tunnel::hub::{Chunk, Hub, Inbound};
+
+/// Keepalive intervals without a byte from the peer before it is declared dead.
+pub const DEAD_AFTER: u32 = 3;
+/// How long a closing writer waits to say Close to the peer.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// How a session ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct End {
+    /// Why, as a stable code; `None` when this daemon ended it.
+    pub code: Option<ErrorCode>,
+    /// Said for people.
+    pub reason: String,
+}
+
+impl End {
+    fn local() -> Self {
+        Self {
+            code: None,
+            reason: "closed by this daemon".into(),
+        }
+    }
+
+    fn error(code: ErrorCode, reason: impl Into<String>) -> Self {
+        Self {
+            code: Some(code),
+            reason: reason.into(),
+        }
+    }
+
+    fn io(e: &std::io::Error) -> Self {
+        use std::io::ErrorKind::*;
+        match e.kind() {
+            UnexpectedEof | ConnectionReset | BrokenPipe | ConnectionAborted => {
+                End::error(ErrorCode::PeerClosed, format!("connection lost: {e}"))
+            }
+            _ => End::error(ErrorCode::Io, e.to_string()),
+        }
+    }
+}
+
+type Stream = TlsStream<TcpStream>;
+
+/// What a session's tasks own.
+pub struct Io {
+    /// The TLS stream, split between the two tasks.
+    pub stream: Stream,
+    /// Bytes already read past the handshake.
+    pub leftover: Vec<u8>,
+    /// The session's queue.
+    pub rx: mpsc::Receiver<Chunk>,
+    /// Where the reader puts pongs (the same queue).
+    pub pong: mpsc::Sender<Chunk>,
+    /// The path to the TUN device.
+    pub inbound: Inbound,
+}
+
+/// Runs the session until either task ends or `cancel` fires; returns how it ended.
+pub async fn run(io: Io, hub: Arc<Hub>, keepalive: Duration, cancel: CancellationToken) -> End {
+    let (r, w) = tokio::io::split(io.stream);
+    let epoch = Instant::now();
+    let last_rx = Arc::new(AtomicU64::new(0));
+    let mut writer = tokio::spawn(write_pump(
+        w,
+        io.rx,
+        hub.clone(),
+        last_rx.clone(),
+        epoch,
+        keepalive,
+        cancel.clone(),
+    ));
+    let mut reader = tokio::spawn(read_pump(
+        r,
+        io.leftover,
+        io.inbound,
+        io.pong,
+        hub,
+        last_rx,
+        epoch,
+        cancel.clone(),
+    ));
+    let joined = |r: Result<End, tokio::task::JoinError>| {
+        r.unwrap_or_else(|e| End::error(ErrorCode::Internal, format!("session task: {e}")))
+    };
+    let end = tokio::select! {
+        e = &mut writer => { cancel.cancel(); let _ = reader.await; joined(e) }
+        e = &mut reader => { cancel.cancel(); let _ = writer.await; joined(e) }
+    };
+    end
+}
+
+fn millis(epoch: Instant) -> u64 {
+    u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+async fn write_pump(
+    mut w: WriteHalf<Stream>,
+    mut rx: mpsc::Receiver<Chunk>,
+    hub: Arc<Hub>,
+    last_rx: Arc<AtomicU64>,
+    epoch: Instant,
+    keepalive: Duration,
+    cancel: CancellationToken,
+) -> End {
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + keepalive, keepalive);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let dead_ms = u64::try_from((keepalive * DEAD_AFTER).as_millis()).unwrap_or(u64::MAX);
+    let mut nonce = 0u64;
+    let mut control = Vec::with_capacity(64);
+    loop {
+        tokio::select! {
+            biased;
+            () = cancel.cancelled() => {
+                control.clear();
+                let _ = codec::encode(&Frame::Close { code: 0, reason: "closing" }, 0, &mut control);
+                let _ = tokio::time::timeout(CLOSE_GRACE, async {
+                    w.write_all(&control).await?;
+                    w.shutdown().await
+                }).await;
+                return End::local();
+            }
+            chunk = rx.recv() => {
+                let Some(chunk) = chunk else { return End::local() };
+                let mut next = Some(chunk);
+                // Write everything queued, then flush once.
+                while let Some(c) = next.take() {
+                    let written = w.write_all(c.frames()).await;
+                    hub.pool.put(c);
+                    if let Err(e) = written {
+                        return End::io(&e);
+                    }
+                    next = rx.try_recv().ok();
+                }
+                if let Err(e) = w.flush().await {
+                    return End::io(&e);
+                }
+            }
+            _ = tick.tick() => {
+                if millis(epoch).saturating_sub(last_rx.load(Relaxed)) > dead_ms {
+                    return End::error(
+                        ErrorCode::PeerTimeout,
+                        format!("nothing from the peer for {:?}", keepalive * DEAD_AFTER),
+                    );
+                }
+                nonce += 1;
+                control.clear();
+                let _ = codec::encode(&Frame::Ping(nonce), 0, &mut control);
+                if let Err(e) = async { w.write_all(&control).await?; w.flush().await }.await {
+                    return End::io(&e);
+                }
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn read_pump(
+    mut r: ReadHalf<Stream>,
+    leftover: Vec<u8>,
+    mut inbound: Inbound,
+    pong: mpsc::Sender<Chunk>,
+    hub: Arc<Hub>,
+    last_rx: Arc<AtomicU64>,
+    epoch: Instant,
+    cancel: CancellationToken,
+) -> End {
+    // Two frames' worth: a whole frame always fits after compaction.
+    let mut buf = vec![0u8; 2 * (HEADER + MAX_PAYLOAD)].into_boxed_slice();
+    let (mut start, mut end) = (0, leftover.len());
+    buf[..end].copy_from_slice(&leftover);
+    loop {
+        loop {
+            let (frame, used) = match codec::decode(&buf[start..end]) {
+                Ok(Some((frame, _flags, used))) => (frame, used),
+                Ok(None) => break,
+                Err(e) => return End::error(ErrorCode::Protocol, format!("bad frame: {e}")),
+            };
+            match frame {
+                Frame::Packet(p) => inbound.deliver(None, p).await,
+                Frame::Packets(batch) => {
+                    for p in batch {
+                        inbound.deliver(None, p).await;
+                    }
+                }
+                Frame::Gso { hdr, .. } => {
+                    if !hub.offload {
+                        return End::error(ErrorCode::Protocol, "gso frame without gso");
+                    }
+                    let payload = &buf[start + HEADER..start + used];
+                    inbound.deliver(Some(hdr), payload).await;
+                }
+                Frame::Ping(n) => {
+                    let mut c = hub.pool.get();
+                    c.push_frame(&Frame::Pong(n));
+                    if let Err(e) = pong.try_send(c) {
+                        let (mpsc::error::TrySendError::Full(c)
+                        | mpsc::error::TrySendError::Closed(c)) = e;
+                        hub.pool.put(c);
+                    }
+                }
+                Frame::Pong(_) => {}
+                Frame::Close { reason, .. } => {
+                    return End::error(ErrorCode::PeerClosed, format!("peer closed: {reason}"))
+                }
+                other => {
+                    return End::error(
+                        ErrorCode::Protocol,
+                        format!("unexpected frame {}", frame_name(&other)),
+                    )
+                }
+            }
+            start += used;
+        }
+        inbound.flush();
+        if start == end {
+            (start, end) = (0, 0);
+        } else if buf.len() - end < HEADER + MAX_PAYLOAD {
+            buf.copy_within(start..end, 0);
+            (start, end) = (0, end - start);
+        }
+        let n = tokio::select! {
+            biased;
+            () = cancel.cancelled() => return End::local(),
+            n = r.read(&mut buf[end..]) => n,
+        };
+        match n {
+            Ok(0) => return End::error(ErrorCode::PeerClosed, "connection closed by the peer"),
+            Ok(n) => {
+                end += n;
+                last_rx.store(millis(epoch), Relaxed);
+            }
+            Err(e) => return End::io(&e),
+        }
+    }
+}
+
+fn frame_name(frame: &Frame<'_>) -> &'static str {
+    match frame {
+        Frame::Hello(_) => "hello",
+        Frame::Accept(_) => "accept",
+        Frame::Reject(_) => "reject",
+        Frame::StreamOpen { .. } => "stream open",
+        Frame::StreamData { .. } => "stream data",
+        Frame::StreamClose { .. } => "stream close",
+        Frame::StreamWindow { .. } => "stream window",
+        _ => "data",
+    }
+}

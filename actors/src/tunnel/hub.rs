@@ -1,0 +1,621 @@
+//! The hub: where the TUN device and the sessions meet, and the per-packet path.
+//!
+//! One task reads the TUN device ([`tun_reader`]) and routes each packet by its
+//! destination to a session: a client has one session (the server), a server has one
+//! per client, keyed by the client's inner address. Frames are written straight into
+//! pooled [`Chunk`]s (the TUN read lands where the frame's payload goes, the 4-byte
+//! header is filled in afterwards), as many as the device has ready, and each chunk
+//! goes to the session's writer task in one channel send: no per-packet allocation,
+//! lock or message. A session whose queue is full has the chunk dropped and counted
+//! (`queue_full`), as a router would, so one slow peer never holds the others up.
+//!
+//! Packets arriving from a session go to the TUN device, or, on a server, straight
+//! to another client's session when the destination is that client (hub routing).
+//!
+//! With offloads on (`virtio_net_hdr`), a read returns a TCP or UDP superpacket of up
+//! to 64 KiB; it crosses the tunnel whole in a `Gso` frame when the peer takes them,
+//! and is split into MTU-sized packets (checksums completed) when it does not.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+use crossbeam_queue::ArrayQueue;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tun_rs::{AsyncDevice, VirtioNetHdr};
+
+use super::codec::{self, HEADER, VNET_HDR};
+use super::stats::{Counters, DropReason, Stats};
+
+/// Bytes of a pooled chunk: room for two superpackets or a hundred small packets.
+pub const CHUNK: usize = 192 * 1024;
+/// Room a TUN read needs: the largest superpacket and its `virtio_net_hdr`.
+pub const READ_MAX: usize = 65_536 + 64 + VNET_HDR;
+/// Chunks a session's send queue holds: bounds the memory and the queueing delay a
+/// slow peer can cause (at most `QUEUE * CHUNK` bytes).
+pub const QUEUE: usize = 32;
+/// Chunks kept for reuse.
+const POOL: usize = 256;
+/// Packets one superpacket can split into when a peer takes no `Gso` frames.
+const SPLIT_MAX: usize = 128;
+
+const FRAME_PACKET: u8 = 0x10;
+const FRAME_GSO: u8 = 0x12;
+const GSO_NONE: u8 = 0;
+const NEEDS_CSUM: u8 = 1;
+
+/// A reusable buffer holding encoded frames in `buf[..len]`.
+#[derive(Debug)]
+pub struct Chunk {
+    buf: Box<[u8]>,
+    len: usize,
+    /// IP packets in the chunk, for counters.
+    packets: u64,
+    /// IP bytes in the chunk, for counters.
+    bytes: u64,
+}
+
+impl Chunk {
+    /// The encoded frames.
+    pub fn frames(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+
+    fn room(&self) -> usize {
+        self.buf.len() - self.len
+    }
+
+    /// Appends an encoded control frame (ping, pong, close).
+    pub fn push_frame(&mut self, frame: &codec::Frame<'_>) {
+        let mut v = Vec::new();
+        if codec::encode(frame, 0, &mut v).is_ok() && v.len() <= self.room() {
+            self.buf[self.len..self.len + v.len()].copy_from_slice(&v);
+            self.len += v.len();
+        }
+    }
+
+    /// Appends one frame header and payload built by `fill` over `payload_len`
+    /// bytes; false when it does not fit.
+    fn push_with(&mut self, kind: u8, payload_len: usize, fill: impl FnOnce(&mut [u8])) -> bool {
+        if HEADER + payload_len > self.room() {
+            return false;
+        }
+        let at = self.len;
+        write_header(&mut self.buf[at..at + HEADER], kind, payload_len);
+        fill(&mut self.buf[at + HEADER..at + HEADER + payload_len]);
+        self.len += HEADER + payload_len;
+        true
+    }
+}
+
+fn write_header(out: &mut [u8], kind: u8, len: usize) {
+    let len = u32::try_from(len)
+        .expect("frames are below 16 MiB")
+        .to_be_bytes();
+    out.copy_from_slice(&[kind, len[1], len[2], len[3]]);
+}
+
+/// Chunks for reuse: a lock-free queue, so getting and returning one costs no lock.
+#[derive(Debug)]
+pub struct Pool(ArrayQueue<Box<[u8]>>);
+
+impl Default for Pool {
+    fn default() -> Self {
+        Self(ArrayQueue::new(POOL))
+    }
+}
+
+impl Pool {
+    /// An empty chunk, reused when one is free.
+    pub fn get(&self) -> Chunk {
+        let buf = self
+            .0
+            .pop()
+            .unwrap_or_else(|| vec![0; CHUNK].into_boxed_slice());
+        Chunk {
+            buf,
+            len: 0,
+            packets: 0,
+            bytes: 0,
+        }
+    }
+
+    /// Takes a chunk back.
+    pub fn put(&self, chunk: Chunk) {
+        let _ = self.0.push(chunk.buf);
+    }
+}
+
+/// The sending side of a session, as the router sees it.
+#[derive(Debug)]
+pub struct PeerTx {
+    /// The session writer's queue.
+    pub tx: mpsc::Sender<Chunk>,
+    /// The peer takes `Gso` frames.
+    pub gso: bool,
+    /// The session's counters.
+    pub counters: Arc<Counters>,
+}
+
+/// Frames on their way to one peer, flushed as one chunk.
+pub struct Outbox {
+    chunk: Chunk,
+    peer: Option<Arc<PeerTx>>,
+}
+
+impl Outbox {
+    fn new(pool: &Pool) -> Self {
+        Self {
+            chunk: pool.get(),
+            peer: None,
+        }
+    }
+
+    /// Sends what is pending; a full queue drops it, counted.
+    fn flush(&mut self, pool: &Pool) {
+        let Some(peer) = self.peer.take() else {
+            return;
+        };
+        if self.chunk.len == 0 {
+            return;
+        }
+        let chunk = std::mem::replace(&mut self.chunk, pool.get());
+        let (packets, bytes) = (chunk.packets, chunk.bytes);
+        match peer.tx.try_send(chunk) {
+            Ok(()) => {
+                peer.counters.packets_out.fetch_add(packets, Relaxed);
+                peer.counters.bytes_out.fetch_add(bytes, Relaxed);
+            }
+            Err(e) => {
+                let chunk = match e {
+                    mpsc::error::TrySendError::Full(c) | mpsc::error::TrySendError::Closed(c) => c,
+                };
+                for _ in 0..packets {
+                    peer.counters.drop_packet(DropReason::QueueFull);
+                }
+                pool.put(chunk);
+            }
+        }
+    }
+
+    /// Makes the outbox collect for `peer` with at least `need` bytes of room.
+    fn aim(&mut self, peer: &Arc<PeerTx>, need: usize, pool: &Pool) {
+        let same = self.peer.as_ref().is_some_and(|p| Arc::ptr_eq(p, peer));
+        if !same || self.chunk.room() < need {
+            self.flush(pool);
+        }
+        if self.peer.is_none() {
+            self.peer = Some(peer.clone());
+        }
+    }
+}
+
+/// Source and destination of an IP packet.
+pub fn addresses(packet: &[u8]) -> Option<(IpAddr, IpAddr)> {
+    match packet.first()? >> 4 {
+        4 => {
+            let s: [u8; 4] = packet.get(12..16)?.try_into().ok()?;
+            let d: [u8; 4] = packet.get(16..20)?.try_into().ok()?;
+            Some((Ipv4Addr::from(s).into(), Ipv4Addr::from(d).into()))
+        }
+        6 => {
+            let s: [u8; 16] = packet.get(8..24)?.try_into().ok()?;
+            let d: [u8; 16] = packet.get(24..40)?.try_into().ok()?;
+            Some((Ipv6Addr::from(s).into(), Ipv6Addr::from(d).into()))
+        }
+        _ => None,
+    }
+}
+
+/// IP packets a frame stands for: a superpacket counts as the segments it becomes.
+fn segments(hdr: &[u8; VNET_HDR], packet_len: usize) -> u64 {
+    let gso_size = usize::from(u16::from_le_bytes([hdr[4], hdr[5]]));
+    let hdr_len = usize::from(u16::from_le_bytes([hdr[2], hdr[3]]));
+    if hdr[1] & 0x7f == GSO_NONE || gso_size == 0 {
+        return 1;
+    }
+    let payload = packet_len.saturating_sub(hdr_len).max(1);
+    payload.div_ceil(gso_size) as u64
+}
+
+/// Completes a partial checksum (`NEEDS_CSUM` without segmentation), for a peer or a
+/// device that takes no offloads.
+fn complete_checksum(hdr: &[u8; VNET_HDR], packet: &mut [u8]) {
+    if hdr[0] & NEEDS_CSUM == 0 {
+        return;
+    }
+    let start = usize::from(u16::from_le_bytes([hdr[6], hdr[7]]));
+    let at = start + usize::from(u16::from_le_bytes([hdr[8], hdr[9]]));
+    if at + 2 > packet.len() {
+        return;
+    }
+    let initial = u16::from_be_bytes([packet[at], packet[at + 1]]);
+    packet[at] = 0;
+    packet[at + 1] = 0;
+    let sum = !tun_rs::checksum(&packet[start..], u64::from(initial));
+    packet[at..at + 2].copy_from_slice(&sum.to_be_bytes());
+}
+
+/// The TUN device and the routing table between it and the sessions.
+pub struct Hub {
+    tun: Arc<AsyncDevice>,
+    /// The device hands out and takes `virtio_net_hdr`-prefixed packets.
+    pub offload: bool,
+    /// The server: routes by destination. A client sends everything to `default`.
+    routes: ArcSwap<HashMap<IpAddr, Arc<PeerTx>>>,
+    default: ArcSwapOption<PeerTx>,
+    /// Serialises changes to `routes` (control path only).
+    writer: Mutex<()>,
+    /// Reused chunks.
+    pub pool: Pool,
+    /// The tunnel's counters.
+    pub stats: Arc<Stats>,
+}
+
+impl Hub {
+    /// A hub over `tun`.
+    pub fn new(tun: Arc<AsyncDevice>, offload: bool, stats: Arc<Stats>) -> Self {
+        Self {
+            tun,
+            offload,
+            routes: ArcSwap::default(),
+            default: ArcSwapOption::empty(),
+            writer: Mutex::new(()),
+            pool: Pool::default(),
+            stats,
+        }
+    }
+
+    /// Routes `addr` to `peer` unless another session holds it; false then.
+    pub fn claim(&self, addr: IpAddr, peer: Arc<PeerTx>) -> bool {
+        let _w = self.writer.lock().expect("route lock not poisoned");
+        let current = self.routes.load();
+        if current.contains_key(&addr) {
+            return false;
+        }
+        let mut next = HashMap::clone(&current);
+        next.insert(addr, peer);
+        self.routes.store(Arc::new(next));
+        true
+    }
+
+    /// Whether a session holds `addr`.
+    pub fn is_claimed(&self, addr: IpAddr) -> bool {
+        self.routes.load().contains_key(&addr)
+    }
+
+    /// Removes the route to `addr` if it still leads to `peer`.
+    pub fn release(&self, addr: IpAddr, peer: &Arc<PeerTx>) {
+        let _w = self.writer.lock().expect("route lock not poisoned");
+        let current = self.routes.load();
+        if current.get(&addr).is_some_and(|p| Arc::ptr_eq(p, peer)) {
+            let mut next = HashMap::clone(&current);
+            next.remove(&addr);
+            self.routes.store(Arc::new(next));
+        }
+    }
+
+    /// The client: everything goes to `peer` (or nowhere with `None`).
+    pub fn set_default(&self, peer: Option<Arc<PeerTx>>) {
+        self.default.store(peer);
+    }
+
+    fn route(&self, dst: IpAddr) -> Option<Arc<PeerTx>> {
+        if let Some(p) = self.routes.load().get(&dst) {
+            return Some(p.clone());
+        }
+        self.default.load_full()
+    }
+
+    /// Puts one packet read from the TUN device (`raw`: with its `virtio_net_hdr`
+    /// when offloads are on) into the outbox of the peer it is for.
+    fn place(&self, out: &mut Outbox, raw: &mut [u8], split: &mut Splitter) {
+        let (hdr, packet) = match self.offload {
+            true => match raw.split_first_chunk_mut::<VNET_HDR>() {
+                Some((h, p)) => (Some(*h), p),
+                None => return self.stats.base.drop_packet(DropReason::Malformed),
+            },
+            false => (None, raw),
+        };
+        let Some((_, dst)) = addresses(packet) else {
+            return self.stats.base.drop_packet(DropReason::Malformed);
+        };
+        let Some(peer) = self.route(dst) else {
+            return self.stats.base.drop_packet(DropReason::NoRoute);
+        };
+        push_packet(out, &peer, hdr.as_ref(), packet, split, &self.pool);
+    }
+
+    /// Writes one packet that arrived from a session to the TUN device; `with_hdr` is
+    /// the packet preceded by its `virtio_net_hdr` when the frame carried one.
+    async fn to_tun(
+        &self,
+        counters: &Counters,
+        hdr: Option<&[u8; VNET_HDR]>,
+        with_hdr: &[u8],
+        scratch: &mut [u8],
+    ) {
+        let packet = &with_hdr[with_hdr.len() - packet_len(hdr, with_hdr)..];
+        let result = match (self.offload, hdr) {
+            (true, Some(_)) => self.tun.send(with_hdr).await,
+            (true, None) => {
+                // The device expects a header: a zeroed one says "nothing offloaded".
+                let n = VNET_HDR + packet.len();
+                scratch[..VNET_HDR].fill(0);
+                scratch[VNET_HDR..n].copy_from_slice(packet);
+                self.tun.send(&scratch[..n]).await
+            }
+            (false, _) => self.tun.send(packet).await,
+        };
+        if result.is_err() {
+            counters.drop_packet(DropReason::TunWrite);
+        }
+    }
+}
+
+fn packet_len(hdr: Option<&[u8; VNET_HDR]>, with_hdr: &[u8]) -> usize {
+    with_hdr.len() - hdr.map_or(0, |_| VNET_HDR)
+}
+
+/// Scratch space for splitting superpackets for a peer that takes no `Gso` frames.
+struct Splitter {
+    bufs: Vec<Vec<u8>>,
+    sizes: Vec<usize>,
+}
+
+impl Splitter {
+    fn new() -> Self {
+        Self {
+            bufs: Vec::new(),
+            sizes: Vec::new(),
+        }
+    }
+
+    /// Splits `packet` per `hdr`; returns the packets in `bufs[..n]` / `sizes[..n]`.
+    fn split(&mut self, hdr: &[u8; VNET_HDR], packet: &mut [u8]) -> io::Result<usize> {
+        if self.bufs.is_empty() {
+            // Allocated once per task, the first time a split is needed.
+            self.bufs = vec![vec![0; 65_536]; SPLIT_MAX];
+            self.sizes = vec![0; SPLIT_MAX];
+        }
+        let is_v6 = packet.first().is_some_and(|b| b >> 4 == 6);
+        let hdr = VirtioNetHdr::decode(hdr)?;
+        tun_rs::gso_split(packet, hdr, &mut self.bufs, &mut self.sizes, 0, is_v6)
+    }
+}
+
+/// Appends `packet` (and its offload header) to `out` for `peer`, in the frame the
+/// peer takes.
+fn push_packet(
+    out: &mut Outbox,
+    peer: &Arc<PeerTx>,
+    hdr: Option<&[u8; VNET_HDR]>,
+    packet: &mut [u8],
+    split: &mut Splitter,
+    pool: &Pool,
+) {
+    match hdr {
+        Some(h) if peer.gso => {
+            out.aim(peer, HEADER + VNET_HDR + packet.len(), pool);
+            let pushed = out
+                .chunk
+                .push_with(FRAME_GSO, VNET_HDR + packet.len(), |b| {
+                    b[..VNET_HDR].copy_from_slice(h);
+                    b[VNET_HDR..].copy_from_slice(packet);
+                });
+            if pushed {
+                out.chunk.packets += segments(h, packet.len());
+                out.chunk.bytes += packet.len() as u64;
+            }
+        }
+        Some(h) if h[1] & 0x7f != GSO_NONE => match split.split(h, packet) {
+            Ok(n) => {
+                for i in 0..n {
+                    let size = split.sizes[i];
+                    let p = &split.bufs[i][..size];
+                    push_plain(out, peer, p, pool);
+                }
+            }
+            Err(_) => peer.counters.drop_packet(DropReason::Malformed),
+        },
+        Some(h) => {
+            complete_checksum(h, packet);
+            push_plain(out, peer, packet, pool);
+        }
+        None => push_plain(out, peer, packet, pool),
+    }
+}
+
+fn push_plain(out: &mut Outbox, peer: &Arc<PeerTx>, packet: &[u8], pool: &Pool) {
+    out.aim(peer, HEADER + packet.len(), pool);
+    if out
+        .chunk
+        .push_with(FRAME_PACKET, packet.len(), |b| b.copy_from_slice(packet))
+    {
+        out.chunk.packets += 1;
+        out.chunk.bytes += packet.len() as u64;
+    }
+}
+
+/// Reads the TUN device until `cancel`, routing every packet to its session.
+///
+/// Each wakeup reads as many packets as the device has ready (up to a chunk's worth)
+/// before handing the chunks on, so a burst costs one channel send per chunk.
+pub async fn tun_reader(hub: Arc<Hub>, cancel: CancellationToken) -> io::Result<()> {
+    let mut out = Outbox::new(&hub.pool);
+    let mut read = vec![0u8; READ_MAX].into_boxed_slice();
+    let mut split = Splitter::new();
+    loop {
+        let n = tokio::select! {
+            biased;
+            () = cancel.cancelled() => return Ok(()),
+            n = hub.tun.recv(&mut read) => n?,
+        };
+        hub.place(&mut out, &mut read[..n], &mut split);
+        // Drain what else is ready without sleeping, then send it all on.
+        for _ in 0..256 {
+            match hub.tun.try_recv(&mut read) {
+                Ok(n) => hub.place(&mut out, &mut read[..n], &mut split),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            }
+        }
+        out.flush(&hub.pool);
+    }
+}
+
+/// Per-session state of the path from a peer to the TUN device.
+pub struct Inbound {
+    hub: Arc<Hub>,
+    counters: Arc<Counters>,
+    /// The server: the only source address this client may use.
+    source: Option<IpAddr>,
+    scratch: Box<[u8]>,
+    out: Outbox,
+    split: Splitter,
+}
+
+impl Inbound {
+    /// The path for one session; `source` pins the packets' source address.
+    pub fn new(hub: Arc<Hub>, counters: Arc<Counters>, source: Option<IpAddr>) -> Self {
+        let out = Outbox::new(&hub.pool);
+        Self {
+            hub,
+            counters,
+            source,
+            scratch: vec![0; READ_MAX].into_boxed_slice(),
+            out,
+            split: Splitter::new(),
+        }
+    }
+
+    /// Delivers one packet from the peer: to another session (a server forwarding
+    /// between clients) or to the TUN device. `with_hdr` is the packet, preceded by
+    /// its `virtio_net_hdr` when `hdr` is given.
+    pub async fn deliver(&mut self, hdr: Option<&[u8; VNET_HDR]>, with_hdr: &[u8]) {
+        let packet = &with_hdr[with_hdr.len() - packet_len(hdr, with_hdr)..];
+        let c = &self.counters;
+        c.packets_in
+            .fetch_add(hdr.map_or(1, |h| segments(h, packet.len())), Relaxed);
+        c.bytes_in.fetch_add(packet.len() as u64, Relaxed);
+        let Some((src, dst)) = addresses(packet) else {
+            return c.drop_packet(DropReason::Malformed);
+        };
+        if self.source.is_some_and(|s| s != src) {
+            return c.drop_packet(DropReason::SourceMismatch);
+        }
+        if self.source.is_some() {
+            if let Some(peer) = self.hub.routes.load().get(&dst).cloned() {
+                // Hub: from one client to another, without touching the TUN device.
+                let n = packet.len();
+                self.scratch[..n].copy_from_slice(packet);
+                let pool = &self.hub.pool;
+                push_packet(
+                    &mut self.out,
+                    &peer,
+                    hdr,
+                    &mut self.scratch[..n],
+                    &mut self.split,
+                    pool,
+                );
+                return;
+            }
+        }
+        self.hub
+            .to_tun(&self.counters, hdr, with_hdr, &mut self.scratch)
+            .await;
+    }
+
+    /// Sends what was forwarded to other sessions; call after each read.
+    pub fn flush(&mut self) {
+        self.out.flush(&self.hub.pool);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_come_from_the_ip_header() {
+        let mut v4 = [0u8; 20];
+        v4[0] = 0x45;
+        v4[12..16].copy_from_slice(&[10, 0, 0, 2]);
+        v4[16..20].copy_from_slice(&[10, 0, 0, 1]);
+        let (s, d) = addresses(&v4).expect("ipv4");
+        assert_eq!(
+            (s.to_string(), d.to_string()),
+            ("10.0.0.2".into(), "10.0.0.1".into())
+        );
+        let mut v6 = [0u8; 40];
+        v6[0] = 0x60;
+        v6[39] = 1;
+        let (_, d) = addresses(&v6).expect("ipv6");
+        assert_eq!(d.to_string(), "::1");
+        assert_eq!(addresses(&v4[..19]), None);
+        assert_eq!(addresses(&[0x00; 40]), None);
+        assert_eq!(addresses(&[]), None);
+    }
+
+    #[test]
+    fn a_superpacket_counts_as_its_segments() {
+        // TCPv4, hdr_len 52, gso_size 1448: 52 + 3 * 1448 + 10 bytes is four segments.
+        let mut hdr = [0u8; VNET_HDR];
+        hdr[1] = 1;
+        hdr[2..4].copy_from_slice(&52u16.to_le_bytes());
+        hdr[4..6].copy_from_slice(&1448u16.to_le_bytes());
+        assert_eq!(segments(&hdr, 52 + 3 * 1448 + 10), 4);
+        assert_eq!(segments(&[0; VNET_HDR], 1500), 1);
+    }
+
+    #[test]
+    fn a_partial_checksum_is_completed() {
+        // A UDP/IPv4 datagram 10.0.0.1:1 -> 10.0.0.2:2 with payload "hi"; the kernel
+        // leaves the pseudo-header sum in the checksum field.
+        let mut p = vec![
+            0x45, 0, 0, 30, 0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2, // IP
+            0, 1, 0, 2, 0, 10, 0, 0, b'h', b'i', // UDP
+        ];
+        let pseudo: u32 = 0x0a00 + 0x0001 + 0x0a00 + 0x0002 + 17 + 10;
+        let folded = ((pseudo >> 16) + (pseudo & 0xffff)) as u16;
+        p[26..28].copy_from_slice(&folded.to_be_bytes());
+        let mut hdr = [0u8; VNET_HDR];
+        hdr[0] = NEEDS_CSUM;
+        hdr[6..8].copy_from_slice(&20u16.to_le_bytes());
+        hdr[8..10].copy_from_slice(&6u16.to_le_bytes());
+        complete_checksum(&hdr, &mut p);
+        // Verify: the one's complement sum over pseudo-header and segment is 0xffff.
+        let seg_sum = tun_rs::checksum(&p[20..], u64::from(pseudo));
+        assert_eq!(seg_sum, 0xffff);
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_instead_of_waiting() {
+        let pool = Pool::default();
+        let (tx, mut rx) = mpsc::channel(1);
+        let peer = Arc::new(PeerTx {
+            tx,
+            gso: false,
+            counters: Arc::default(),
+        });
+        let mut out = Outbox::new(&pool);
+        let mut split = Splitter::new();
+        let mut packet = [0x45u8; 100];
+        for _ in 0..2 {
+            push_packet(&mut out, &peer, None, &mut packet, &mut split, &pool);
+            out.flush(&pool);
+        }
+        assert_eq!(peer.counters.packets_out.load(Relaxed), 1);
+        assert_eq!(peer.counters.drops(DropReason::QueueFull), 1);
+        let chunk = rx.try_recv().expect("one chunk queued");
+        let (frame, _, used) = codec::decode(chunk.frames())
+            .expect("valid")
+            .expect("whole");
+        assert_eq!(frame, codec::Frame::Packet(&[0x45; 100]));
+        assert_eq!(used, chunk.frames().len());
+    }
+}
