@@ -94,6 +94,9 @@ pub struct DemoArgs {
     /// Stop after this long (e.g. `10s`) instead of waiting for Ctrl-C.
     #[arg(long, value_name = "DURATION", value_parser = humantime_duration)]
     pub duration: Option<std::time::Duration>,
+    /// Run the mutual-TLS echo on loopback instead of the tunnel (no root needed).
+    #[arg(long)]
+    pub loopback: bool,
 }
 
 /// `ctl` arguments.

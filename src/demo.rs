@@ -54,8 +54,22 @@ struct Figures {
     handshake_us: AtomicU64,
 }
 
-/// Runs the demo.
+/// Runs the demo: the real tunnel between two namespaces when this process may make
+/// them (root, `/dev/net/tun`), the loopback TLS echo otherwise or with `--loopback`.
 pub fn demo(args: &DemoArgs) -> Result<(), Error> {
+    let can_tunnel = nix::unistd::geteuid().is_root() && Path::new("/dev/net/tun").exists();
+    if can_tunnel && !args.loopback {
+        return crate::demo_tunnel::run(args);
+    }
+    if !args.loopback {
+        println!(
+            "not root (or no /dev/net/tun): showing the TLS echo on loopback instead of the tunnel"
+        );
+    }
+    loopback(args)
+}
+
+fn loopback(args: &DemoArgs) -> Result<(), Error> {
     let dir = tempfile::tempdir().map_err(|e| Error::io(std::env::temp_dir(), e))?;
     crate::cert::generate(dir.path(), SERVER_NAME, &["demo-client".into()], 1, false)?;
     let server = embedded(SERVER_YAML, dir.path())?;

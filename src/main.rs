@@ -9,6 +9,7 @@ mod cli;
 mod config_check;
 mod ctl;
 mod demo;
+mod demo_tunnel;
 mod run;
 
 use std::process::ExitCode;

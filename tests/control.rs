@@ -61,7 +61,8 @@ fn every_command_answers_over_the_real_socket() {
     let data = &status["data"];
     assert_eq!(data["mode"], "server");
     assert_eq!(data["components"]["control"], "running");
-    assert_eq!(data["components"]["tunnel"], "not_available");
+    assert_eq!(data["components"]["tunnel"], "running");
+    assert_eq!(data["tunnel"]["sessions"]["current"], 0);
     assert_eq!(
         data["config"]["file"],
         server.config.to_str().expect("utf-8")

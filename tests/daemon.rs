@@ -148,8 +148,8 @@ fn an_invalid_config_refuses_to_start_with_exit_2() {
 }
 
 #[test]
-fn the_demo_runs_mutual_tls_traffic_and_stops_by_itself() {
-    let out = common::run(&["demo", "--duration", "2s"]);
+fn the_loopback_demo_runs_mutual_tls_traffic_and_stops_by_itself() {
+    let out = common::run(&["demo", "--loopback", "--duration", "2s"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod netns;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -119,11 +121,36 @@ impl Daemon {
     }
 
     /// Starts `sssonector run --config path` with extra environment variables.
+    ///
+    /// The daemon runs in a private network namespace of its own (`unshare --net`,
+    /// which execs in place, so the pid is the daemon's): its TUN interface and
+    /// listening port never touch the host's network, and tests may run in parallel.
+    /// The kernel removes the namespace when the daemon exits.
     pub fn start_with_env(config: &Path, env: &[(&str, &str)]) -> Self {
-        let mut child = bin()
+        let mut cmd = Command::new("unshare");
+        cmd.args(["--net", "--"])
+            .arg(env!("CARGO_BIN_EXE_sssonector"))
             .args(["run", "--config"])
             .arg(config)
-            .envs(env.iter().copied())
+            .envs(env.iter().copied());
+        Self::spawn(cmd)
+    }
+
+    /// Starts `sssonector run --config path` inside network namespace `netns` with
+    /// `ip netns exec`, which execs in place: [`pid`](Self::pid) and the signals
+    /// reach the daemon itself.
+    pub fn start_in(netns: &str, config: &Path) -> Self {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", netns])
+            .arg(env!("CARGO_BIN_EXE_sssonector"))
+            .args(["run", "--config"])
+            .arg(config);
+        Self::spawn(cmd)
+    }
+
+    /// Spawns `cmd` with standard error read line by line.
+    fn spawn(mut cmd: Command) -> Self {
+        let mut child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -164,6 +191,63 @@ impl Daemon {
                 ),
             }
         }
+    }
+
+    /// Waits up to `limit` for a log line whose `msg` is `msg` and whose string
+    /// `fields` have the given values, looking first at the lines already seen (so
+    /// earlier waits cannot have consumed it), and returns it.
+    pub fn find_or_wait(&mut self, msg: &str, fields: &[(&str, &str)], limit: Duration) -> Value {
+        let matches = |json: &Value| {
+            json["msg"] == msg && fields.iter().all(|(k, v)| json[*k].as_str() == Some(*v))
+        };
+        if let Some(found) = self.seen_json().into_iter().find(|j| matches(j)) {
+            return found;
+        }
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    let json: Value = serde_json::from_str(&line)
+                        .unwrap_or_else(|e| panic!("log line is not JSON ({e}): {line}"));
+                    if matches(&json) {
+                        return json;
+                    }
+                }
+                Err(_) => panic!(
+                    "no log line {msg:?} with {fields:?} within {limit:?}; seen:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Moves the lines printed so far into [`seen`](Self::seen), without waiting.
+    pub fn drain(&mut self) {
+        while let Ok(line) = self.lines.try_recv() {
+            self.seen.push(line);
+        }
+    }
+
+    /// The lines seen so far, parsed; lines that are not JSON are left out.
+    pub fn seen_json(&self) -> Vec<Value> {
+        self.seen
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// How many lines seen so far have `msg` as their `msg`; call
+    /// [`drain`](Self::drain) first to include the latest.
+    pub fn seen_msg(&self, msg: &str) -> usize {
+        self.seen_json().iter().filter(|j| j["msg"] == msg).count()
+    }
+
+    /// Every line seen so far, after a [`drain`](Self::drain): for failure messages.
+    pub fn log(&mut self) -> String {
+        self.drain();
+        self.seen.join("\n")
     }
 
     /// The daemon's process id.

@@ -117,7 +117,14 @@ impl Daemon {
         let control = &config.control;
         let control_listener = control::bind(&control.socket, control.mode.get().0)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get().min(8)))
+            .worker_threads(
+                std::env::var("SSS_DATA_THREADS")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or_else(|| {
+                        std::thread::available_parallelism().map_or(2, |n| n.get().min(8))
+                    }),
+            )
             .thread_name("sss-data")
             .enable_all()
             .build()

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# OURS_SETUP hook for ../shared/bench/l3-peers.sh: runs an SSSonector server in $NS_R
+# and a client in $NS_L with the harness's throwaway PKI, at the harness's MTU 1500.
+#   cargo build --release
+#   OURS_SETUP=$PWD/.ci/bench-l3-hook.sh OURS_NAME=sssonector SYSTEMS="veth ours" \
+#     bash ../shared/bench/l3-peers.sh
+# SSSONECTOR_BIN overrides the binary (default: target/release/sssonector here).
+set -eu
+here=$(cd "$(dirname "$0")/.." && pwd)
+bin=${SSSONECTOR_BIN:-$here/target/release/sssonector}
+case "${1:-}" in
+  up)
+    [ -x "$bin" ] || { echo "no $bin: run cargo build --release" >&2; exit 1; }
+    cat >"$OURS_LOG_DIR/server.yaml" <<YAML
+mode: server
+network: { interface: $TUN_R, address: $INNER_R/$INNER_PREFIX, mtu: 1500 }
+tunnel: { listen_address: $UNDER_R, listen_port: $PORT, cert_file: $CERT_DIR/server.crt,
+          key_file: $CERT_DIR/server.key, ca_file: $CERT_DIR/ca.crt }
+security: { allowed_clients: [pa-client] }
+control: { socket: $OURS_LOG_DIR/server.sock }
+logging: { level: warn, format: json }
+YAML
+    cat >"$OURS_LOG_DIR/client.yaml" <<YAML
+mode: client
+network: { interface: $TUN_L, address: $INNER_L/$INNER_PREFIX, mtu: 1500 }
+tunnel: { servers: [ { address: "$UNDER_R:$PORT" } ], server_name: pa-server,
+          cert_file: $CERT_DIR/client.crt, key_file: $CERT_DIR/client.key, ca_file: $CERT_DIR/ca.crt }
+connection: { retry_attempts: 10, retry_interval: 100ms }
+control: { socket: $OURS_LOG_DIR/client.sock }
+logging: { level: warn, format: json }
+YAML
+    ip netns exec "$NS_R" "$bin" run --config "$OURS_LOG_DIR/server.yaml" \
+      >"$OURS_LOG_DIR/r.log" 2>&1 </dev/null 9>&- &
+    echo $! >>"$OURS_PIDFILE"
+    ip netns exec "$NS_L" "$bin" run --config "$OURS_LOG_DIR/client.yaml" \
+      >"$OURS_LOG_DIR/l.log" 2>&1 </dev/null 9>&- &
+    echo $! >>"$OURS_PIDFILE"
+    ;;
+  down) : ;;   # the harness kills the PIDs in $OURS_PIDFILE and deletes the namespaces
+  *) echo "usage: $0 up|down" >&2; exit 2 ;;
+esac

@@ -1,0 +1,628 @@
+//! The layer-3 tunnel end to end: server and client daemons in their own network
+//! namespaces joined by veth pairs, real TUN devices, real `ping` and `socat` traffic
+//! across the inner addresses, refused strangers, a server killed and restarted, and
+//! junk thrown at the listening port. Every test builds its own namespaces (unique
+//! names, removed on drop) and so may run in parallel with the others.
+//!
+//! Inner network: 10.77.0.0/24, the server at .1. Underlay: one /24 per veth pair,
+//! the server's end at .1. Namespaces are isolated from each other and from the host,
+//! so tests reuse the same addresses freely.
+
+mod common;
+
+use std::io::Write;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::netns::{Lab, Netns, Spawned};
+use common::{cert_init, Daemon};
+use nix::sys::signal::Signal;
+use serde_json::Value;
+
+/// Time allowed for a daemon to reach a lifecycle log line.
+const WAIT: Duration = Duration::from_secs(15);
+
+/// The name `cert init` puts in the server certificate and clients check.
+const SERVER_NAME: &str = "sssonector-test";
+
+/// The server's tunnel port, the same in every (isolated) server namespace.
+const PORT: u16 = 8443;
+
+/// The server's inner address.
+const SERVER_INNER: &str = "10.77.0.1";
+
+/// Writes `<dir>/server.yaml`: a server on [`PORT`] with TUN `interface`, inner
+/// address [`SERVER_INNER`]/24, admitting the certificate names in `allowed`.
+fn server_config(dir: &Path, interface: &str, allowed: &[&str]) -> PathBuf {
+    let path = dir.join("server.yaml");
+    let text = format!(
+        "mode: server\n\
+         network: {{ interface: {interface}, address: {SERVER_INNER}/24, mtu: 1500 }}\n\
+         tunnel: {{ listen_address: 0.0.0.0, listen_port: {PORT}, cert_file: server.crt, \
+         key_file: server.key, ca_file: ca.crt, keepalive: 1s }}\n\
+         security: {{ allowed_clients: [{}] }}\n\
+         connection: {{ drain_timeout: 2s }}\n\
+         control: {{ socket: server.sock }}\n\
+         logging: {{ level: info, format: json }}\n",
+        allowed.join(", ")
+    );
+    std::fs::write(&path, text).expect("server config written");
+    path
+}
+
+/// Writes `<dir>/<name>.yaml`: a client using `<name>.crt`/`.key` and `ca.crt` from
+/// `dir`, TUN `interface` with `inner`/24, dialing `server` ("ip:port").
+fn client_config(dir: &Path, name: &str, interface: &str, inner: &str, server: &str) -> PathBuf {
+    let path = dir.join(format!("{name}.yaml"));
+    let text = format!(
+        "mode: client\n\
+         network: {{ interface: {interface}, address: {inner}/24, mtu: 1500 }}\n\
+         tunnel: {{ servers: [ {{ address: \"{server}\" }} ], server_name: {SERVER_NAME}, \
+         cert_file: {name}.crt, key_file: {name}.key, ca_file: ca.crt, keepalive: 1s }}\n\
+         connection: {{ retry_attempts: 3, retry_interval: 200ms, connect_timeout: 2s, \
+         drain_timeout: 2s }}\n\
+         control: {{ socket: {name}.sock }}\n\
+         logging: {{ level: info, format: json }}\n"
+    );
+    std::fs::write(&path, text).expect("client config written");
+    path
+}
+
+/// The address part of a log field that may carry a prefix length ("10.77.0.2/24").
+fn addr_of(json: &Value, field: &str) -> String {
+    let text = json[field]
+        .as_str()
+        .unwrap_or_else(|| panic!("no string {field:?} in {json}"));
+    text.split('/').next().unwrap_or(text).to_owned()
+}
+
+/// Whether the log line's `remote` ("ip:port") comes from `ip`.
+fn remote_is(json: &Value, ip: &str) -> bool {
+    json["remote"]
+        .as_str()
+        .and_then(|r| r.rsplit_once(':'))
+        .is_some_and(|(host, _)| host.trim_matches(['[', ']']) == ip)
+}
+
+/// A server daemon in one namespace and a client `c1` in another, joined by a veth
+/// pair (underlay 192.168.1.0/24), the tunnel up and the session registered.
+/// Fields drop in order: daemons first, then the namespaces they ran in.
+struct Pair {
+    server: Daemon,
+    client: Daemon,
+    server_config: PathBuf,
+    /// The server's TUN device.
+    server_tun: String,
+    srv: Netns,
+    cli: Netns,
+    dir: tempfile::TempDir,
+}
+
+impl Pair {
+    /// Client's inner address.
+    const CLIENT_INNER: &'static str = "10.77.0.2";
+    /// Server's underlay address.
+    const SERVER_UNDERLAY: &'static str = "192.168.1.1";
+
+    fn start(lab: &Lab) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        cert_init(dir.path(), SERVER_NAME, &["c1"]);
+        let srv = lab.netns("srv");
+        let cli = lab.netns("cli");
+        lab.veth(&srv, Self::SERVER_UNDERLAY, &cli, "192.168.1.2");
+        let server_tun = lab.ifname("ts");
+        let server_config = server_config(dir.path(), &server_tun, &["c1"]);
+        let client_config = client_config(
+            dir.path(),
+            "c1",
+            &lab.ifname("tc"),
+            Self::CLIENT_INNER,
+            &format!("{}:{PORT}", Self::SERVER_UNDERLAY),
+        );
+        let mut server = Daemon::start_in(srv.name(), &server_config);
+        server.wait_for("listening", WAIT);
+        let mut client = Daemon::start_in(cli.name(), &client_config);
+        let up = client.wait_for("tunnel up", WAIT);
+        assert_eq!(addr_of(&up, "inner"), Self::CLIENT_INNER, "{up}");
+        let session = server.find_or_wait("session started", &[("peer", "c1")], WAIT);
+        assert_eq!(addr_of(&session, "inner"), Self::CLIENT_INNER, "{session}");
+        Self {
+            server,
+            client,
+            server_config,
+            server_tun,
+            srv,
+            cli,
+            dir,
+        }
+    }
+
+    /// Bytes the server's TUN device has delivered to the server's kernel so far.
+    fn tun_rx_bytes(&self) -> u64 {
+        let file = format!("/sys/class/net/{}/statistics/rx_bytes", self.server_tun);
+        let out = self.srv.exec_ok(&["cat", &file]);
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("a byte count")
+    }
+
+    /// Both daemons' logs, for failure messages.
+    fn logs(&mut self) -> String {
+        format!(
+            "server:\n{}\nclient:\n{}",
+            self.server.log(),
+            self.client.log()
+        )
+    }
+}
+
+/// SplitMix64 (Steele, Lea, Flood 2014): a fast, seeded, reproducible byte source.
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn fill(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            let word = self.next_u64().to_le_bytes();
+            chunk.copy_from_slice(&word[..chunk.len()]);
+        }
+    }
+}
+
+/// Writes `len` pseudo-random bytes from `seed` to `path`.
+fn write_random_file(path: &Path, seed: u64, len: u64) {
+    let mut rng = SplitMix64(seed);
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path).expect("file created"));
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = len;
+    while left > 0 {
+        let n = usize::try_from(left.min(buf.len() as u64)).expect("chunk fits usize");
+        rng.fill(&mut buf[..n]);
+        file.write_all(&buf[..n]).expect("file written");
+        left -= n as u64;
+    }
+    file.flush().expect("file flushed");
+}
+
+/// The SHA-256 of a file in hex, from coreutils' `sha256sum`.
+fn sha256(path: &Path) -> String {
+    let out = Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .expect("sha256sum runs");
+    assert!(out.status.success(), "sha256sum {}", path.display());
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .expect("a digest")
+        .to_owned()
+}
+
+#[test]
+fn netns_harness_creates_and_removes_namespaces() {
+    let lab = Lab::new();
+    let (a_name, b_name);
+    // Outlives the namespaces: their drop must end it.
+    let mut orphan;
+    {
+        let a = lab.netns("a");
+        let b = lab.netns("b");
+        a_name = a.name().to_owned();
+        b_name = b.name().to_owned();
+        assert!(common::netns::exists(&a_name) && common::netns::exists(&b_name));
+        let veth = lab.veth(&a, "192.168.1.1", &b, "192.168.1.2");
+        assert!(veth.a.len() <= 15 && veth.b.len() <= 15, "{veth:?}");
+        // The ends live only in their namespaces.
+        a.exec_ok(&["ip", "link", "show", &veth.a]);
+        assert!(!a.exec(&["ip", "link", "show", &veth.b]).status.success());
+        assert!(a.ping("192.168.1.2", 3), "a cannot ping b");
+        assert!(b.ping("192.168.1.1", 3), "b cannot ping a");
+        assert!(!a.ping("192.168.9.9", 1), "a ping to nowhere got an answer");
+        assert!(a.ping_until("192.168.1.2", WAIT).is_some());
+
+        // `ip netns exec` execs in place: the child's pid is the program's, and the
+        // program runs in the namespace.
+        let sleeper = b.spawn(&["sleep", "30"]);
+        let pid = sleeper.id();
+        // Right after the fork the child is still a copy of this test: wait for exec.
+        let comm = || std::fs::read_to_string(format!("/proc/{pid}/comm")).expect("comm");
+        let deadline = Instant::now() + WAIT;
+        while comm().trim() != "sleep" && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(comm().trim(), "sleep");
+        assert!(b.pids().contains(&i32::try_from(pid).expect("pid fits")));
+        assert_eq!(
+            netns_inode(&format!("/proc/{pid}/ns/net")),
+            netns_inode(&format!("/run/netns/{b_name}"))
+        );
+
+        let _listener = a.spawn(&["socat", "-u", "TCP-LISTEN:5001,reuseaddr", "-"]);
+        assert!(a.wait_listening(5001, WAIT), "socat does not listen");
+        orphan = sleeper;
+    }
+    assert!(!common::netns::exists(&a_name), "{a_name} left behind");
+    assert!(!common::netns::exists(&b_name), "{b_name} left behind");
+    let status = orphan
+        .wait_within(WAIT)
+        .expect("sleep ended with its namespace");
+    assert_eq!(status.signal(), Some(Signal::SIGKILL as i32), "{status:?}");
+
+    // A panicking test still removes its namespace.
+    let name = std::sync::Mutex::new(String::new());
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let ns = lab.netns("p");
+        *name.lock().expect("not poisoned") = ns.name().to_owned();
+        panic!("test failure inside a namespace (expected)");
+    }));
+    assert!(result.is_err());
+    let name = name.into_inner().expect("not poisoned");
+    assert!(
+        !name.is_empty() && !common::netns::exists(&name),
+        "{name} left behind"
+    );
+}
+
+/// The inode of a network namespace file: equal inodes, same namespace.
+fn netns_inode(path: &str) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).expect("namespace file").ino()
+}
+
+#[test]
+fn daemon_started_in_a_namespace_runs_there_under_its_own_pid() {
+    let lab = Lab::new();
+    let ns = lab.netns("d");
+    let dir = tempfile::tempdir().expect("temp dir");
+    cert_init(dir.path(), "s", &["c"]);
+    let config = common::server_yaml(dir.path(), "");
+    let mut daemon = Daemon::start_in(ns.name(), &config);
+    daemon.wait_for("daemon started", WAIT);
+    let pid = daemon.pid();
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).expect("exe link");
+    assert_eq!(exe, Path::new(env!("CARGO_BIN_EXE_sssonector")));
+    assert_eq!(
+        netns_inode(&format!("/proc/{pid}/ns/net")),
+        netns_inode(&format!("/run/netns/{}", ns.name()))
+    );
+    daemon.signal(Signal::SIGTERM);
+    assert_eq!(daemon.wait_exit(WAIT), Some(0), "{}", daemon.log());
+}
+
+#[test]
+fn ping_both_ways_and_bulk_transfer_arrives_intact() {
+    const BYTES: u64 = 200_000_000;
+    const DATA_PORT: u16 = 5001;
+    let lab = Lab::new();
+    let mut pair = Pair::start(&lab);
+    assert!(
+        pair.cli.ping(SERVER_INNER, 3),
+        "client cannot ping the server's inner address\n{}",
+        pair.logs()
+    );
+    assert!(
+        pair.srv.ping(Pair::CLIENT_INNER, 3),
+        "server cannot ping the client's inner address\n{}",
+        pair.logs()
+    );
+
+    let data = tempfile::tempdir().expect("temp dir");
+    let sent = data.path().join("sent.bin");
+    let got = data.path().join("received.bin");
+    write_random_file(&sent, 0x5555_0e17, BYTES);
+    let tun_before = pair.tun_rx_bytes();
+    let mut receiver = pair.srv.spawn(&[
+        "socat",
+        "-u",
+        &format!("TCP-LISTEN:{DATA_PORT},reuseaddr,bind={SERVER_INNER}"),
+        &format!("CREATE:{}", got.display()),
+    ]);
+    assert!(
+        pair.srv.wait_listening(DATA_PORT, WAIT),
+        "receiver does not listen"
+    );
+    let start = Instant::now();
+    let send = pair.cli.exec_within(
+        &[
+            "socat",
+            "-u",
+            &format!("FILE:{}", sent.display()),
+            &format!("TCP:{SERVER_INNER}:{DATA_PORT}"),
+        ],
+        Duration::from_secs(300),
+    );
+    let received = receiver.wait_within(Duration::from_secs(60));
+    let elapsed = start.elapsed();
+    assert!(
+        send.status.success(),
+        "sender failed ({}): {}\n{}",
+        send.status,
+        String::from_utf8_lossy(&send.stderr),
+        pair.logs()
+    );
+    assert!(
+        received.is_some_and(|s| s.success()),
+        "receiver did not finish: {received:?}\n{}",
+        pair.logs()
+    );
+    let len = std::fs::metadata(&got).expect("received file").len();
+    assert_eq!(len, BYTES, "received {len} of {BYTES} bytes");
+    assert_eq!(sha256(&got), sha256(&sent), "received bytes differ");
+    // The bytes came out of the server's TUN, not some other path.
+    let through_tun = pair.tun_rx_bytes() - tun_before;
+    assert!(
+        through_tun >= BYTES,
+        "only {through_tun} bytes left the TUN"
+    );
+    let secs = elapsed.as_secs_f64();
+    println!(
+        "{} MB through the tunnel in {secs:.2} s: {:.1} MB/s",
+        BYTES / 1_000_000,
+        BYTES as f64 / 1e6 / secs
+    );
+}
+
+#[test]
+fn two_clients_reach_server_and_each_other_while_strangers_are_refused() {
+    const C1: &str = "10.77.0.2";
+    const C2: &str = "10.77.0.3";
+    let lab = Lab::new();
+    let dir = tempfile::tempdir().expect("temp dir");
+    cert_init(dir.path(), SERVER_NAME, &["c1", "c2", "c3"]);
+    // A stranger: a certificate from another CA, even with an allowed name, which
+    // trusts the real server (its ca.crt is the real one).
+    let foreign_dir = tempfile::tempdir().expect("temp dir");
+    cert_init(foreign_dir.path(), SERVER_NAME, &["c1"]);
+    std::fs::copy(dir.path().join("ca.crt"), foreign_dir.path().join("ca.crt"))
+        .expect("real CA copied");
+
+    let srv = lab.netns("srv");
+    // (role, underlay subnet, cert name, inner address, folder)
+    let clients = [
+        ("c1", 1, "c1", C1, dir.path()),
+        ("c2", 2, "c2", C2, dir.path()),
+        ("frn", 3, "c1", "10.77.0.4", foreign_dir.path()),
+        ("unl", 4, "c3", "10.77.0.5", dir.path()),
+    ];
+    let mut nets = Vec::new();
+    let mut configs = Vec::new();
+    for (role, subnet, name, inner, folder) in clients {
+        let ns = lab.netns(role);
+        let server_end = format!("192.168.{subnet}.1");
+        lab.veth(&srv, &server_end, &ns, &format!("192.168.{subnet}.2"));
+        configs.push(client_config(
+            folder,
+            name,
+            &lab.ifname(&format!("t{role}")),
+            inner,
+            &format!("{server_end}:{PORT}"),
+        ));
+        nets.push(ns);
+    }
+    let [c1_ns, c2_ns, foreign_ns, unlisted_ns] = &nets[..] else {
+        unreachable!("four client namespaces")
+    };
+    let server_config = server_config(dir.path(), &lab.ifname("ts"), &["c1", "c2"]);
+
+    let mut server = Daemon::start_in(srv.name(), &server_config);
+    server.wait_for("listening", WAIT);
+    let mut c1 = Daemon::start_in(c1_ns.name(), &configs[0]);
+    let mut c2 = Daemon::start_in(c2_ns.name(), &configs[1]);
+    c1.wait_for("tunnel up", WAIT);
+    c2.wait_for("tunnel up", WAIT);
+    server.find_or_wait("session started", &[("peer", "c1")], WAIT);
+    server.find_or_wait("session started", &[("peer", "c2")], WAIT);
+
+    let reachable = |server: &mut Daemon, when: &str| {
+        for (from, ns, to) in [
+            ("c1", c1_ns, SERVER_INNER),
+            ("c2", c2_ns, SERVER_INNER),
+            ("c1", c1_ns, C2),
+            ("c2", c2_ns, C1),
+            ("server", &srv, C1),
+            ("server", &srv, C2),
+        ] {
+            assert!(
+                ns.ping(to, 3),
+                "{when}: {from} cannot ping {to}\nserver:\n{}",
+                server.log()
+            );
+        }
+    };
+    reachable(&mut server, "before the strangers");
+
+    let mut foreign = Daemon::start_in(foreign_ns.name(), &configs[2]);
+    let mut unlisted = Daemon::start_in(unlisted_ns.name(), &configs[3]);
+    let untrusted = server.find_or_wait("handshake failed", &[("code", "E_TLS_UNTRUSTED")], WAIT);
+    assert!(remote_is(&untrusted, "192.168.3.2"), "{untrusted}");
+    let denied = server.find_or_wait("session refused", &[("code", "E_ACCESS_DENIED")], WAIT);
+    assert!(remote_is(&denied, "192.168.4.2"), "{denied}");
+    if let Some(peer) = denied["peer"].as_str() {
+        assert_eq!(peer, "c3", "{denied}");
+    }
+
+    reachable(&mut server, "after the strangers");
+    server.drain();
+    foreign.drain();
+    unlisted.drain();
+    assert_eq!(
+        server.seen_msg("session started"),
+        2,
+        "a stranger got a session:\n{}",
+        server.log()
+    );
+    assert_eq!(foreign.seen_msg("tunnel up"), 0, "{}", foreign.log());
+    assert_eq!(unlisted.seen_msg("tunnel up"), 0, "{}", unlisted.log());
+}
+
+#[test]
+fn client_reconnects_after_server_sigkill() {
+    const LIMIT: Duration = Duration::from_secs(30);
+    let lab = Lab::new();
+    let mut pair = Pair::start(&lab);
+    assert!(pair.cli.ping(SERVER_INNER, 3), "{}", pair.logs());
+
+    let killed = Instant::now();
+    pair.server.signal(Signal::SIGKILL);
+    assert_eq!(pair.server.wait_exit(WAIT), None, "killed by a signal");
+    pair.server = Daemon::start_in(pair.srv.name(), &pair.server_config);
+    pair.server.wait_for("listening", WAIT);
+    pair.client.wait_for("tunnel up", LIMIT);
+    let left = LIMIT.saturating_sub(killed.elapsed());
+    let pinged = pair.cli.ping_until(SERVER_INNER, left);
+    let back = killed.elapsed();
+    assert!(
+        pinged.is_some(),
+        "no ping within {LIMIT:?} of the kill\n{}",
+        pair.logs()
+    );
+    println!("reconnected in {:.2} s", back.as_secs_f64());
+    assert!(back < LIMIT, "reconnected only after {back:?}");
+    pair.client.find_or_wait("tunnel down", &[], WAIT);
+    assert!(pair.srv.ping(Pair::CLIENT_INNER, 3), "{}", pair.logs());
+}
+
+#[test]
+fn garbage_and_half_handshakes_do_not_disturb_live_tunnels() {
+    /// Pings each way while the junk arrives: 0.2 s apart, about 8 s.
+    const PINGS: u32 = 40;
+    /// How long the half handshake stays open.
+    const HOLD: Duration = Duration::from_secs(5);
+    let lab = Lab::new();
+    let mut pair = Pair::start(&lab);
+    assert!(pair.cli.ping(SERVER_INNER, 3), "{}", pair.logs());
+    let target = format!("TCP:{}:{PORT}", Pair::SERVER_UNDERLAY);
+
+    let garbage = pair.dir.path().join("garbage.bin");
+    write_random_file(&garbage, 0x6a72_6261_6765, 64 * 1024);
+    // A first byte that no TLS record starts with (RFC 8446 §5.1: content types
+    // 20..=24), whatever the generator gives.
+    let mut bytes = std::fs::read(&garbage).expect("garbage read");
+    bytes[0] = 0xff;
+    std::fs::write(&garbage, &bytes).expect("garbage written");
+
+    // The start of a TLS ClientHello (RFC 8446 §5.1, §4.1.2): a handshake record of
+    // 512 bytes announcing a ClientHello of 508, of which only 100 bytes come.
+    let mut hello = vec![
+        0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+    ];
+    let mut rng = SplitMix64(7);
+    let mut tail = vec![0u8; 100 - hello.len()];
+    rng.fill(&mut tail);
+    hello.extend_from_slice(&tail);
+
+    let (to_server, to_client) = std::thread::scope(|s| {
+        let to_server = s.spawn(|| pair.cli.ping_replies(SERVER_INNER, PINGS));
+        let to_client = s.spawn(|| pair.srv.ping_replies(Pair::CLIENT_INNER, PINGS));
+
+        let sent = pair.cli.exec_within(
+            &[
+                "socat",
+                "-u",
+                &format!("FILE:{}", garbage.display()),
+                &target,
+            ],
+            Duration::from_secs(20),
+        );
+        // The server may cut the connection mid-write: socat's status is not judged.
+        eprintln!(
+            "garbage sender: {} {}",
+            sent.status,
+            String::from_utf8_lossy(&sent.stderr).trim()
+        );
+
+        let child = pair
+            .cli
+            .command("socat")
+            .args(["-u", "STDIN", &target])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("socat starts");
+        let mut half = Spawned::new(child);
+        let mut stdin = half.stdin.take().expect("stdin piped");
+        stdin.write_all(&hello).expect("hello written");
+        stdin.flush().expect("hello flushed");
+        std::thread::sleep(HOLD);
+        drop(stdin);
+        half.wait_within(Duration::from_secs(10));
+
+        (
+            to_server.join().expect("ping thread"),
+            to_client.join().expect("ping thread"),
+        )
+    });
+    assert_eq!(
+        to_server,
+        PINGS,
+        "pings to the server lost\n{}",
+        pair.logs()
+    );
+    assert_eq!(
+        to_client,
+        PINGS,
+        "pings to the client lost\n{}",
+        pair.logs()
+    );
+
+    pair.server.find_or_wait("handshake failed", &[], WAIT);
+    assert!(pair.cli.ping(SERVER_INNER, 3), "{}", pair.logs());
+    pair.server.drain();
+    pair.client.drain();
+    assert_eq!(
+        pair.server.seen_msg("session started"),
+        1,
+        "{}",
+        pair.logs()
+    );
+    assert_eq!(pair.client.seen_msg("tunnel up"), 1, "{}", pair.logs());
+    assert_eq!(pair.client.seen_msg("tunnel down"), 0, "{}", pair.logs());
+}
+
+#[test]
+fn the_demo_shows_a_real_tunnel_and_removes_what_it_made() {
+    let child = common::bin()
+        .args(["demo", "--duration", "2s"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("demo starts");
+    let pid = child.id();
+    let out = child.wait_with_output().expect("demo ends");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for expected in [
+        "tunnel up",
+        "ping 10.250.0.1: rtt",
+        "ping 10.250.0.2: rtt",
+        "every byte checked",
+        "teardown",
+        "demo stopped",
+    ] {
+        assert!(stdout.contains(expected), "{expected:?} missing:\n{stdout}");
+    }
+    let list = std::process::Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("ip runs");
+    let left = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        !left.contains(&format!("sssdemo-{pid}-")),
+        "namespaces left: {left}"
+    );
+}
