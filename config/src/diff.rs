@@ -76,7 +76,18 @@ pub struct Change {
 /// Keys (and whole sections) fixed for a process's life: the mode, the control socket
 /// and where logs go. A reload keeps their running values; see
 /// [`Config::keeping_restart_keys`], which must copy exactly these.
-pub const RESTART_KEYS: &[&str] = &["mode", "control", "logging.format", "logging.file"];
+pub const RESTART_KEYS: &[&str] = &[
+    "mode",
+    "control",
+    "logging.format",
+    "logging.file",
+    "network.interface",
+    "network.address",
+    "network.mtu",
+    "tunnel.listen_address",
+    "tunnel.listen_port",
+    "tunnel.threads",
+];
 
 impl Change {
     /// Whether applying this change needs a restart of the daemon rather than a reload.
@@ -99,6 +110,12 @@ impl Config {
         self.control = running.control.clone();
         self.logging.format = running.logging.format;
         self.logging.file = running.logging.file.clone();
+        self.network.interface = running.network.interface.clone();
+        self.network.address = running.network.address.clone();
+        self.network.mtu = running.network.mtu;
+        self.tunnel.listen_address = running.tunnel.listen_address.clone();
+        self.tunnel.listen_port = running.tunnel.listen_port;
+        self.tunnel.threads = running.tunnel.threads;
         self
     }
 }
@@ -239,6 +256,20 @@ mod tests {
                 c.logging.format = crate::LogFormat::Term
             }),
             ("logging.file", |c| c.logging.file = Some("/tmp/log".into())),
+            ("network.interface", |c| {
+                c.network.interface = "other0".into()
+            }),
+            ("network.address", |c| {
+                c.network.address = Some(crate::Parsed::parse("10.1.0.1/24"))
+            }),
+            ("network.mtu", |c| c.network.mtu = 9000),
+            ("tunnel.listen_address", |c| {
+                c.tunnel.listen_address = crate::Parsed::parse("127.0.0.1")
+            }),
+            ("tunnel.listen_port", |c| {
+                c.tunnel.listen_port = crate::Port::new(9)
+            }),
+            ("tunnel.threads", |c| c.tunnel.threads = 4),
         ];
         let listed: Vec<&str> = edits.iter().map(|(k, _)| *k).collect();
         assert_eq!(

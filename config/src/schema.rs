@@ -140,14 +140,13 @@ impl Mode {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Network {
-    /// Interface name, at most 15 bytes. Default `sssonector0`. Reload: recreates the
-    /// interface.
+    /// Interface name, at most 15 bytes. Default `sssonector0`. Reload: restart needed.
     pub interface: String,
     /// This host's inner address with prefix length, e.g. `10.99.0.1/24`. Required.
-    /// Reload: recreates the interface.
+    /// Reload: restart needed.
     pub address: Option<Parsed<IpNet>>,
     /// MTU of the interface, bytes (576..=65535, 1280 or more for IPv6). Default 1500.
-    /// Reload: live.
+    /// Reload: restart needed.
     pub mtu: u32,
     /// Extra networks routed into the tunnel (CIDR list or comma-separated string).
     /// Default none. Reload: live.
@@ -170,9 +169,9 @@ impl Default for Network {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Tunnel {
-    /// Server: the address to listen on. Default `0.0.0.0`. Reload: rebinds.
+    /// Server: the address to listen on. Default `0.0.0.0`. Reload: restart needed.
     pub listen_address: Parsed<IpAddr>,
-    /// Server: the TCP port to listen on. Default 8443. Reload: rebinds.
+    /// Server: the TCP port to listen on. Default 8443. Reload: restart needed.
     pub listen_port: Port,
     /// Client: the servers to dial, in failover order. Reload: live (new dials).
     pub servers: Vec<ServerEntry>,
@@ -188,6 +187,11 @@ pub struct Tunnel {
     pub compression: Compression,
     /// Interval between tunnel pings; the peer is dead after three missed. Default 30s.
     pub keepalive: DurationValue,
+    /// Threads of the data path (packet I/O and encryption); 0 picks half the cores
+    /// (at least 1, at most 8), leaving the rest to the kernel's network stack, which
+    /// does as much of the work. A client runs one session, so it uses 1. Default 0.
+    /// Reload: restart needed.
+    pub threads: u32,
 }
 
 impl Default for Tunnel {
@@ -202,6 +206,7 @@ impl Default for Tunnel {
             ca_file: None,
             compression: Compression::None,
             keepalive: DurationValue::of(defaults::TUNNEL_KEEPALIVE),
+            threads: 0,
         }
     }
 }

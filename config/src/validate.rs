@@ -210,6 +210,9 @@ impl Validator {
     fn tunnel(&mut self, c: &Config) {
         let t = &c.tunnel;
         self.parsed("tunnel.listen_address", &t.listen_address);
+        if t.threads > 64 {
+            self.fail("tunnel.threads", format!("{} is above 64", t.threads));
+        }
         self.port("tunnel.listen_port", t.listen_port);
         for (i, s) in t.servers.iter().enumerate() {
             self.parsed(&format!("tunnel.servers[{i}].address"), &s.address);

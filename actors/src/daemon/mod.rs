@@ -117,14 +117,7 @@ impl Daemon {
         let control = &config.control;
         let control_listener = control::bind(&control.socket, control.mode.get().0)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(
-                std::env::var("SSS_DATA_THREADS")
-                    .ok()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or_else(|| {
-                        std::thread::available_parallelism().map_or(2, |n| n.get().min(8))
-                    }),
-            )
+            .worker_threads(data_threads(&config))
             .thread_name("sss-data")
             .enable_all()
             .build()
@@ -324,7 +317,20 @@ impl Daemon {
             // After acting, so a raised level already shows this line.
             debug!(self.log, "configuration change"; "key" => %change.key, "component" => ?change.component);
         }
-        new.keeping_restart_keys(&self.config)
+        let new = new.keeping_restart_keys(&self.config);
+        // Each tunnel actor takes what concerns it; all of it applies to new
+        // handshakes and dials, none of it drops a live session.
+        if let Some(l) = &self.listener {
+            l.do_send(listener::Reconfigure(Box::new(new.clone())));
+        }
+        if let Some(d) = &self.dialer {
+            d.do_send(dialer::Reconfigure(Box::new(new.clone())));
+        }
+        if let Some(t) = &self.tun {
+            let routes = new.network.routes.iter().map(|r| *r.get()).collect();
+            t.do_send(tun::SetRoutes(routes));
+        }
+        new
     }
 
     /// Loads and checks the file for a reload.
@@ -335,6 +341,19 @@ impl Daemon {
         }
         check_tls(&new)?;
         Ok(new)
+    }
+}
+
+/// Threads for the data-path runtime: `tunnel.threads`, or half the cores (1 to 8) on
+/// a server and 1 on a client. Measured on 2 cores with one tunnel: 1 thread moved
+/// 6.8 Gbit/s at 1.24 CPU-s/GB, 2 threads 6.4 Gbit/s at 1.42 (cross-thread wakeups).
+fn data_threads(config: &Config) -> usize {
+    match (config.tunnel.threads, config.mode()) {
+        (0, Mode::Client) => 1,
+        (0, Mode::Server) => std::thread::available_parallelism()
+            .map_or(1, |n| n.get() / 2)
+            .clamp(1, 8),
+        (n, _) => usize::try_from(n).unwrap_or(1),
     }
 }
 

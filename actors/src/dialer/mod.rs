@@ -225,6 +225,26 @@ impl Handler<SessionClosed> for Dialer {
     }
 }
 
+/// Apply a reloaded configuration to the next dial: servers, server name, TLS
+/// material, retry policy. The live session is not touched.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Reconfigure(pub Box<Config>);
+
+impl Handler<Reconfigure> for Dialer {
+    type Result = ();
+    fn handle(&mut self, msg: Reconfigure, _: &mut Context<Self>) {
+        match Target::from_config(&msg.0) {
+            Ok(t) => self.target = t,
+            Err(e) => warn!(self.log, "new dial target refused, old one kept";
+                "code" => e.code(), "error" => %e),
+        }
+        let c = &msg.0.connection;
+        self.backoff = Backoff::new(c.retry_attempts, c.retry_interval.duration());
+        self.keepalive = msg.0.tunnel.keepalive.duration();
+    }
+}
+
 /// Stop dialing and close the session.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -323,11 +343,7 @@ async fn dial_one(target: &Target, server: &str, hub: &Arc<Hub>) -> Result<Estab
     let accept: Accept = serde_json::from_slice(&payload)
         .map_err(|e| Failed::new(ErrorCode::Protocol, format!("bad accept: {e}")))?;
     let (tx, rx) = mpsc::channel(QUEUE);
-    let peer = Arc::new(PeerTx {
-        tx,
-        gso: accept.gso && hub.offload,
-        counters: Arc::default(),
-    });
+    let peer = Arc::new(PeerTx::new(tx, accept.gso && hub.offload));
     let session = Arc::new(Session {
         peer: target.server_name.to_str().into_owned(),
         remote,

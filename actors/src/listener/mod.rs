@@ -174,10 +174,11 @@ impl Listener {
 #[rtype(result = "()")]
 struct Accepted(Established);
 
-/// Replace the access rules (reload).
+/// Apply a reloaded configuration to new handshakes: certificates, CA, CRL,
+/// `allowed_clients`, CIDRs and `client_addresses`. Live sessions are not touched.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct SetRules(pub Rules);
+pub struct Reconfigure(pub Box<Config>);
 
 /// Stop listening and close every session.
 #[derive(Message)]
@@ -231,10 +232,15 @@ impl Handler<SessionClosed> for Listener {
     }
 }
 
-impl Handler<SetRules> for Listener {
+impl Handler<Reconfigure> for Listener {
     type Result = ();
-    fn handle(&mut self, msg: SetRules, _: &mut Context<Self>) {
-        self.rules.store(Arc::new(msg.0));
+    fn handle(&mut self, msg: Reconfigure, _: &mut Context<Self>) {
+        match Rules::from_config(&msg.0, self.hub.offload) {
+            Ok(rules) => self.rules.store(Arc::new(rules)),
+            Err(e) => warn!(self.log, "new tunnel rules refused, old ones kept";
+                "code" => e.code(), "error" => %e),
+        }
+        self.keepalive = msg.0.tunnel.keepalive.duration();
     }
 }
 
@@ -398,11 +404,7 @@ impl Accepting {
             Err(r) => return Err((tls, Failed::new(r.code, r.reason))),
         };
         let (tx, rx) = mpsc::channel(QUEUE);
-        let peer = Arc::new(PeerTx {
-            tx,
-            gso: accept.gso,
-            counters: Arc::default(),
-        });
+        let peer = Arc::new(PeerTx::new(tx, accept.gso));
         if !self.hub.claim(accept.address, peer.clone()) {
             let f = Failed::new(
                 ErrorCode::AddressInUse,

@@ -11,7 +11,6 @@
 //! reader task and, when stopped, cancels it, deletes the routes it added and closes
 //! the device, which makes the kernel remove the interface.
 
-use std::net::IpAddr;
 use std::process::Command;
 use std::sync::Arc;
 
@@ -280,9 +279,4 @@ impl Handler<SetRoutes> for TunAdapter {
             }
         }
     }
-}
-
-/// The interface's inner address, as a plain value for others.
-pub fn host(address: IpNet) -> IpAddr {
-    address.addr()
 }

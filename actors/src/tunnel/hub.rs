@@ -38,6 +38,12 @@ pub const READ_MAX: usize = 65_536 + 64 + VNET_HDR;
 /// Chunks a session's send queue holds: bounds the memory and the queueing delay a
 /// slow peer can cause (at most `QUEUE * CHUNK` bytes).
 pub const QUEUE: usize = 32;
+/// How long the TUN reader waits for room in a full session queue before dropping:
+/// long enough that one busy session gets back-pressure (TCP inside slows down
+/// instead of losing packets), short enough that a stalled one cannot hold the
+/// others up for long. A session that made it wait in vain is skipped without
+/// waiting until its queue takes a chunk again.
+const QUEUE_WAIT: std::time::Duration = std::time::Duration::from_millis(2);
 /// Chunks kept for reuse.
 const POOL: usize = 256;
 /// Packets one superpacket can split into when a peer takes no `Gso` frames.
@@ -139,6 +145,20 @@ pub struct PeerTx {
     pub gso: bool,
     /// The session's counters.
     pub counters: Arc<Counters>,
+    /// Its queue stayed full for [`QUEUE_WAIT`]: drop at once until it drains.
+    pub congested: std::sync::atomic::AtomicBool,
+}
+
+impl PeerTx {
+    /// The router's handle on a session whose writer reads `tx`.
+    pub fn new(tx: mpsc::Sender<Chunk>, gso: bool) -> Self {
+        Self {
+            tx,
+            gso,
+            counters: Arc::default(),
+            congested: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
 }
 
 /// Frames on their way to one peer, flushed as one chunk.
@@ -157,24 +177,59 @@ impl Outbox {
 
     /// Sends what is pending; a full queue drops it, counted.
     fn flush(&mut self, pool: &Pool) {
-        let Some(peer) = self.peer.take() else {
+        let Some((peer, chunk)) = self.take(pool) else {
             return;
         };
-        if self.chunk.len == 0 {
+        let counts = (chunk.packets, chunk.bytes);
+        let result = peer.tx.try_send(chunk).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(c) | mpsc::error::TrySendError::Closed(c) => c,
+        });
+        Self::account(&peer, counts, result, pool);
+    }
+
+    /// Sends what is pending, waiting up to [`QUEUE_WAIT`] for room.
+    async fn flush_waiting(&mut self, pool: &Pool) {
+        let Some((peer, chunk)) = self.take(pool) else {
             return;
+        };
+        let counts = (chunk.packets, chunk.bytes);
+        let result = match peer.tx.try_send(chunk) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(c)) if !peer.congested.load(Relaxed) => {
+                let waited = peer.tx.send_timeout(c, QUEUE_WAIT).await;
+                waited.map_err(|e| match e {
+                    mpsc::error::SendTimeoutError::Timeout(c) => {
+                        peer.congested.store(true, Relaxed);
+                        c
+                    }
+                    mpsc::error::SendTimeoutError::Closed(c) => c,
+                })
+            }
+            Err(mpsc::error::TrySendError::Full(c) | mpsc::error::TrySendError::Closed(c)) => {
+                Err(c)
+            }
+        };
+        Self::account(&peer, counts, result, pool);
+    }
+
+    fn take(&mut self, pool: &Pool) -> Option<(Arc<PeerTx>, Chunk)> {
+        let peer = self.peer.take()?;
+        if self.chunk.len == 0 {
+            return None;
         }
-        let chunk = std::mem::replace(&mut self.chunk, pool.get());
-        let (packets, bytes) = (chunk.packets, chunk.bytes);
-        match peer.tx.try_send(chunk) {
+        Some((peer, std::mem::replace(&mut self.chunk, pool.get())))
+    }
+
+    /// Counts a sent chunk's packets as out, or a refused one's as dropped.
+    fn account(peer: &PeerTx, (packets, bytes): (u64, u64), sent: Result<(), Chunk>, pool: &Pool) {
+        match sent {
             Ok(()) => {
+                peer.congested.store(false, Relaxed);
                 peer.counters.packets_out.fetch_add(packets, Relaxed);
                 peer.counters.bytes_out.fetch_add(bytes, Relaxed);
             }
-            Err(e) => {
-                let chunk = match e {
-                    mpsc::error::TrySendError::Full(c) | mpsc::error::TrySendError::Closed(c) => c,
-                };
-                for _ in 0..packets {
+            Err(chunk) => {
+                for _ in 0..chunk.packets {
                     peer.counters.drop_packet(DropReason::QueueFull);
                 }
                 pool.put(chunk);
@@ -464,7 +519,7 @@ pub async fn tun_reader(hub: Arc<Hub>, cancel: CancellationToken) -> io::Result<
                 Err(e) => return Err(e),
             }
         }
-        out.flush(&hub.pool);
+        out.flush_waiting(&hub.pool).await;
     }
 }
 
@@ -597,11 +652,7 @@ mod tests {
     fn a_full_queue_drops_and_counts_instead_of_waiting() {
         let pool = Pool::default();
         let (tx, mut rx) = mpsc::channel(1);
-        let peer = Arc::new(PeerTx {
-            tx,
-            gso: false,
-            counters: Arc::default(),
-        });
+        let peer = Arc::new(PeerTx::new(tx, false));
         let mut out = Outbox::new(&pool);
         let mut split = Splitter::new();
         let mut packet = [0x45u8; 100];
