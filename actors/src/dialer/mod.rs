@@ -344,14 +344,8 @@ async fn dial_one(target: &Target, server: &str, hub: &Arc<Hub>) -> Result<Estab
         .map_err(|e| Failed::new(ErrorCode::Protocol, format!("bad accept: {e}")))?;
     let (tx, rx) = mpsc::channel(QUEUE);
     let peer = Arc::new(PeerTx::new(tx, accept.gso && hub.offload));
-    let session = Arc::new(Session {
-        peer: target.server_name.to_str().into_owned(),
-        remote,
-        inner: accept.address,
-        since: SystemTime::now(),
-        started: Instant::now(),
-        counters: peer.counters.clone(),
-    });
+    let name = target.server_name.to_str().into_owned();
+    let session = Session::starting(name, remote, accept.address, peer.counters.clone());
     Ok(Established {
         stream: tls,
         leftover,

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use arc_swap::ArcSwap;
@@ -428,14 +428,8 @@ impl Accepting {
                 fields: json!({"peer": name, "remote": remote.to_string(), "inner": accept.address.to_string()}),
             });
         }
-        let session = Arc::new(Session {
-            peer: name.clone(),
-            remote: remote.to_string(),
-            inner: accept.address,
-            since: SystemTime::now(),
-            started: Instant::now(),
-            counters: peer.counters.clone(),
-        });
+        let counters = peer.counters.clone();
+        let session = Session::starting(name, remote.to_string(), accept.address, counters);
         Ok(Established {
             stream: tls,
             leftover,

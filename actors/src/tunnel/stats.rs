@@ -146,6 +146,25 @@ pub struct Session {
     pub counters: Arc<Counters>,
 }
 
+impl Session {
+    /// A session starting now.
+    pub fn starting(
+        peer: String,
+        remote: String,
+        inner: std::net::IpAddr,
+        counters: Arc<Counters>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            peer,
+            remote,
+            inner,
+            since: SystemTime::now(),
+            started: Instant::now(),
+            counters,
+        })
+    }
+}
+
 /// Handshake and session outcomes counted by code.
 const OUTCOMES: [ErrorCode; 10] = [
     ErrorCode::TlsUntrusted,
