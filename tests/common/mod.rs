@@ -173,6 +173,11 @@ impl Daemon {
 
     /// Waits up to `limit` for a JSON log line whose `msg` is `msg`, and returns it.
     pub fn wait_for(&mut self, msg: &str, limit: Duration) -> Value {
+        self.wait_new(|json| json["msg"] == msg, limit, msg)
+    }
+
+    /// Reads new lines until one satisfies `matches` (returned) or `limit` passes.
+    fn wait_new(&mut self, matches: impl Fn(&Value) -> bool, limit: Duration, what: &str) -> Value {
         let deadline = Instant::now() + limit;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -181,12 +186,12 @@ impl Daemon {
                     self.seen.push(line.clone());
                     let json: Value = serde_json::from_str(&line)
                         .unwrap_or_else(|e| panic!("log line is not JSON ({e}): {line}"));
-                    if json["msg"] == msg {
+                    if matches(&json) {
                         return json;
                     }
                 }
                 Err(_) => panic!(
-                    "no log line {msg:?} within {limit:?}; seen:\n{}",
+                    "no log line {what:?} within {limit:?}; seen:\n{}",
                     self.seen.join("\n")
                 ),
             }
@@ -203,24 +208,7 @@ impl Daemon {
         if let Some(found) = self.seen_json().into_iter().find(|j| matches(j)) {
             return found;
         }
-        let deadline = Instant::now() + limit;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    let json: Value = serde_json::from_str(&line)
-                        .unwrap_or_else(|e| panic!("log line is not JSON ({e}): {line}"));
-                    if matches(&json) {
-                        return json;
-                    }
-                }
-                Err(_) => panic!(
-                    "no log line {msg:?} with {fields:?} within {limit:?}; seen:\n{}",
-                    self.seen.join("\n")
-                ),
-            }
-        }
+        self.wait_new(matches, limit, &format!("{msg} with {fields:?}"))
     }
 
     /// Moves the lines printed so far into [`seen`](Self::seen), without waiting.

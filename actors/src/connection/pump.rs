@@ -100,11 +100,10 @@ pub async fn run(io: Io, hub: Arc<Hub>, keepalive: Duration, cancel: Cancellatio
     let joined = |r: Result<End, tokio::task::JoinError>| {
         r.unwrap_or_else(|e| End::error(ErrorCode::Internal, format!("session task: {e}")))
     };
-    let end = tokio::select! {
+    tokio::select! {
         e = &mut writer => { cancel.cancel(); let _ = reader.await; joined(e) }
         e = &mut reader => { cancel.cancel(); let _ = writer.await; joined(e) }
-    };
-    end
+    }
 }
 
 fn millis(epoch: Instant) -> u64 {
@@ -209,7 +208,7 @@ async fn read_pump(
                 }
                 Frame::Ping(n) => {
                     let mut c = hub.pool.get();
-                    c.push_frame(&Frame::Pong(n));
+                    c.push_pong(n);
                     if let Err(e) = pong.try_send(c) {
                         let (mpsc::error::TrySendError::Full(c)
                         | mpsc::error::TrySendError::Closed(c)) = e;

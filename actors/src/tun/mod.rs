@@ -154,7 +154,6 @@ fn delete_route(name: &str, net: IpNet) {
 pub struct TunAdapter {
     hub: Arc<Hub>,
     name: String,
-    address: IpNet,
     routes: Vec<IpNet>,
     runtime: Handle,
     cancel: CancellationToken,
@@ -190,7 +189,6 @@ impl TunAdapter {
         Ok(Self {
             hub,
             name: tun.name,
-            address: tun.address,
             routes: added,
             runtime,
             cancel: CancellationToken::new(),
@@ -202,11 +200,6 @@ impl TunAdapter {
     /// The hub, for the Listener or Dialer.
     pub fn hub(&self) -> Arc<Hub> {
         self.hub.clone()
-    }
-
-    /// The interface's address.
-    pub fn address(&self) -> IpNet {
-        self.address
     }
 }
 

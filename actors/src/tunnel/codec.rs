@@ -387,11 +387,6 @@ impl<'o> BatchWriter<'o> {
         }
     }
 
-    /// Payload bytes so far.
-    pub fn payload_len(&self) -> usize {
-        self.out.len() - self.start - HEADER
-    }
-
     /// Adds `packet` if it fits; false (and nothing added) when the frame is full or
     /// the packet empty, so the caller sends this frame and starts another.
     pub fn push(&mut self, packet: &[u8]) -> bool {

@@ -2,12 +2,12 @@
 //!
 //! One task reads the TUN device ([`tun_reader`]) and routes each packet by its
 //! destination to a session: a client has one session (the server), a server has one
-//! per client, keyed by the client's inner address. Frames are written straight into
-//! pooled [`Chunk`]s (the TUN read lands where the frame's payload goes, the 4-byte
-//! header is filled in afterwards), as many as the device has ready, and each chunk
-//! goes to the session's writer task in one channel send: no per-packet allocation,
-//! lock or message. A session whose queue is full has the chunk dropped and counted
-//! (`queue_full`), as a router would, so one slow peer never holds the others up.
+//! per client, keyed by the client's inner address. Each packet is copied once, from
+//! the read buffer into a pooled [`Chunk`] behind its frame header, as many as the
+//! device has ready, and each chunk goes to the session's writer task in one channel
+//! send: no per-packet allocation, lock or message. A session whose queue stays full
+//! for [`QUEUE_WAIT`] has the chunk dropped and counted (`queue_full`), as a router
+//! would, so one slow peer never holds the others up for long.
 //!
 //! Packets arriving from a session go to the TUN device, or, on a server, straight
 //! to another client's session when the destination is that client (hub routing).
@@ -28,7 +28,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tun_rs::{AsyncDevice, VirtioNetHdr};
 
-use super::codec::{self, HEADER, VNET_HDR};
+use super::codec::{HEADER, VNET_HDR};
 use super::stats::{Counters, DropReason, Stats};
 
 /// Bytes of a pooled chunk: room for two superpackets or a hundred small packets.
@@ -51,6 +51,7 @@ const SPLIT_MAX: usize = 128;
 
 const FRAME_PACKET: u8 = 0x10;
 const FRAME_GSO: u8 = 0x12;
+const FRAME_PONG: u8 = 0x31;
 const GSO_NONE: u8 = 0;
 const NEEDS_CSUM: u8 = 1;
 
@@ -75,13 +76,9 @@ impl Chunk {
         self.buf.len() - self.len
     }
 
-    /// Appends an encoded control frame (ping, pong, close).
-    pub fn push_frame(&mut self, frame: &codec::Frame<'_>) {
-        let mut v = Vec::new();
-        if codec::encode(frame, 0, &mut v).is_ok() && v.len() <= self.room() {
-            self.buf[self.len..self.len + v.len()].copy_from_slice(&v);
-            self.len += v.len();
-        }
+    /// Appends a Pong answering the ping `nonce`, in place.
+    pub fn push_pong(&mut self, nonce: u64) {
+        self.push_with(FRAME_PONG, 8, |b| b.copy_from_slice(&nonce.to_be_bytes()));
     }
 
     /// Appends one frame header and payload built by `fill` over `payload_len`
@@ -594,6 +591,7 @@ impl Inbound {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tunnel::codec;
 
     #[test]
     fn addresses_come_from_the_ip_header() {
@@ -646,6 +644,17 @@ mod tests {
         // Verify: the one's complement sum over pseudo-header and segment is 0xffff.
         let seg_sum = tun_rs::checksum(&p[20..], u64::from(pseudo));
         assert_eq!(seg_sum, 0xffff);
+    }
+
+    #[test]
+    fn a_pong_is_written_in_place_as_the_codec_reads_it() {
+        let mut c = Pool::default().get();
+        c.push_pong(0xdead_beef);
+        let (frame, _, used) = codec::decode(c.frames()).expect("valid").expect("whole");
+        assert_eq!(
+            (frame, used),
+            (codec::Frame::Pong(0xdead_beef), c.frames().len())
+        );
     }
 
     #[test]
