@@ -33,6 +33,11 @@ pub mod defaults {
     pub const LISTEN_PORT: u16 = 8443;
     /// `tunnel.keepalive`: interval between tunnel pings.
     pub const TUNNEL_KEEPALIVE: Duration = Duration::from_secs(30);
+    /// `tunnel.busy_poll`: how long a data thread with nothing to do polls before it
+    /// sleeps. Measured on 2 cores: ping overhead 0.30 ms with 0, 0.10 ms with 300µs.
+    pub const BUSY_POLL: Duration = Duration::from_micros(300);
+    /// Longest `tunnel.busy_poll` accepted.
+    pub const BUSY_POLL_MAX: Duration = Duration::from_millis(10);
     /// Weight of a server or endpoint that names none.
     pub const WEIGHT: u32 = 1;
     /// `connection.max_connections`.
@@ -192,6 +197,12 @@ pub struct Tunnel {
     /// does as much of the work. A client runs one session, so it uses 1. Default 0.
     /// Reload: restart needed.
     pub threads: u32,
+    /// How long a data thread that ran out of work keeps polling its sockets and the
+    /// TUN device (yielding the core to anyone else runnable) before it sleeps. A
+    /// sleeping thread takes tens of microseconds to wake on a virtual machine, several
+    /// times per round trip; polling saves that at the cost of some CPU. `0s` turns it
+    /// off. At most 10ms. Default 300µs. Reload: live.
+    pub busy_poll: DurationValue,
 }
 
 impl Default for Tunnel {
@@ -207,6 +218,7 @@ impl Default for Tunnel {
             compression: Compression::None,
             keepalive: DurationValue::of(defaults::TUNNEL_KEEPALIVE),
             threads: 0,
+            busy_poll: DurationValue::of(defaults::BUSY_POLL),
         }
     }
 }

@@ -222,6 +222,13 @@ impl Validator {
         self.file("tunnel.key_file", t.key_file.as_ref(), true);
         self.file("tunnel.ca_file", t.ca_file.as_ref(), true);
         self.duration("tunnel.keepalive", &t.keepalive);
+        self.parsed("tunnel.busy_poll", &t.busy_poll);
+        if t.busy_poll.error().is_none() && t.busy_poll.duration() > defaults::BUSY_POLL_MAX {
+            self.fail(
+                "tunnel.busy_poll",
+                format!("{:?} is above {:?}", t.busy_poll.raw(), defaults::BUSY_POLL_MAX),
+            );
+        }
     }
 
     fn services(&mut self, c: &Config) {

@@ -75,6 +75,7 @@ pub struct Io {
 
 /// Runs the session until either task ends or `cancel` fires; returns how it ended.
 pub async fn run(io: Io, hub: Arc<Hub>, keepalive: Duration, cancel: CancellationToken) -> End {
+    hub.busy.watch(io.stream.get_ref().0);
     let (r, w) = tokio::io::split(io.stream);
     let epoch = Instant::now();
     let last_rx = Arc::new(AtomicU64::new(0));

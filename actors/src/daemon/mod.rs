@@ -34,6 +34,7 @@ use crate::error::{Error, Result};
 use crate::listener::{self, Listener};
 use crate::logging::LogHandle;
 use crate::tun::{self, TunAdapter};
+use crate::tunnel::busy::BusyPoll;
 use crate::tunnel::stats::Stats;
 use crate::tunnel::tls;
 
@@ -87,6 +88,8 @@ pub struct Daemon {
     runtime: Option<tokio::runtime::Runtime>,
     /// The tunnel's counters.
     stats: Arc<Stats>,
+    /// The data threads' polling before they sleep (`tunnel.busy_poll`, live).
+    busy: Arc<BusyPoll>,
     /// Built in `new` (so a failure stops the start), started in `started`.
     pending: Option<Tunnel>,
     tun: Option<Addr<TunAdapter>>,
@@ -116,15 +119,20 @@ impl Daemon {
         check_tls(&config)?;
         let control = &config.control;
         let control_listener = control::bind(&control.socket, control.mode.get().0)?;
+        let busy = BusyPoll::new(config.tunnel.busy_poll.duration())
+            .map_err(|e| Error::io("data-path busy polling", e))?;
+        let busy = Arc::new(busy);
+        let spinner = busy.clone();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(data_threads(&config))
             .thread_name("sss-data")
+            .on_thread_park(move || spinner.spin())
             .enable_all()
             .build()
             .map_err(|e| Error::io("data-path runtime", e))?;
         let drain = Drain::default();
         let stats = Arc::new(Stats::default());
-        let pending = Self::build_tunnel(&config, &runtime, &stats, &drain, &log)?;
+        let pending = Self::build_tunnel(&config, &runtime, &stats, busy.clone(), &drain, &log)?;
         Ok(Self {
             digest: config.digest(),
             config,
@@ -139,6 +147,7 @@ impl Daemon {
             started: Instant::now(),
             runtime: Some(runtime),
             stats,
+            busy,
             pending: Some(pending),
             tun: None,
             listener: None,
@@ -150,6 +159,7 @@ impl Daemon {
         config: &Config,
         runtime: &tokio::runtime::Runtime,
         stats: &Arc<Stats>,
+        busy: Arc<BusyPoll>,
         drain: &Drain,
         log: &Logger,
     ) -> Result<Tunnel> {
@@ -158,6 +168,7 @@ impl Daemon {
             &config.network,
             handle.clone(),
             stats.clone(),
+            busy,
             log.new(slog::o!("actor" => "tun")),
             drain.token(),
         )?;
@@ -318,6 +329,7 @@ impl Daemon {
             debug!(self.log, "configuration change"; "key" => %change.key, "component" => ?change.component);
         }
         let new = new.keeping_restart_keys(&self.config);
+        self.busy.set_spin(new.tunnel.busy_poll.duration());
         // Each tunnel actor takes what concerns it; all of it applies to new
         // handshakes and dials, none of it drops a live session.
         if let Some(l) = &self.listener {

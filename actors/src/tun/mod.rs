@@ -24,6 +24,7 @@ use tun_rs::{AsyncDevice, DeviceBuilder};
 
 use crate::drain::DrainToken;
 use crate::error::ErrorCode;
+use crate::tunnel::busy::BusyPoll;
 use crate::tunnel::hub::{self, Hub};
 use crate::tunnel::stats::Stats;
 
@@ -170,6 +171,7 @@ impl TunAdapter {
         network: &Network,
         runtime: Handle,
         stats: Arc<Stats>,
+        busy: Arc<BusyPoll>,
         log: Logger,
         drain: Option<DrainToken>,
     ) -> crate::Result<Self> {
@@ -185,7 +187,7 @@ impl TunAdapter {
             add_route(&tun.name, net)?;
             added.push(net);
         }
-        let hub = Arc::new(Hub::new(tun.device, tun.offload, stats));
+        let hub = Arc::new(Hub::new(tun.device, tun.offload, stats, busy));
         Ok(Self {
             hub,
             name: tun.name,

@@ -28,6 +28,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tun_rs::{AsyncDevice, VirtioNetHdr};
 
+use super::busy::BusyPoll;
 use super::codec::{HEADER, VNET_HDR};
 use super::stats::{Counters, DropReason, Stats};
 
@@ -306,11 +307,14 @@ pub struct Hub {
     pub pool: Pool,
     /// The tunnel's counters.
     pub stats: Arc<Stats>,
+    /// Spins the data threads a little before they sleep.
+    pub busy: Arc<BusyPoll>,
 }
 
 impl Hub {
     /// A hub over `tun`.
-    pub fn new(tun: Arc<AsyncDevice>, offload: bool, stats: Arc<Stats>) -> Self {
+    pub fn new(tun: Arc<AsyncDevice>, offload: bool, stats: Arc<Stats>, busy: Arc<BusyPoll>) -> Self {
+        busy.watch(&**tun);
         Self {
             tun,
             offload,
@@ -319,6 +323,7 @@ impl Hub {
             writer: Mutex::new(()),
             pool: Pool::default(),
             stats,
+            busy,
         }
     }
 
@@ -363,11 +368,15 @@ impl Hub {
         self.default.load_full()
     }
 
-    /// Puts one packet read from the TUN device (`raw`: with its `virtio_net_hdr`
-    /// when offloads are on) into the outbox of the peer it is for.
-    fn place(&self, out: &mut Outbox, raw: &mut [u8], split: &mut Splitter) {
+    /// Frames the `n` bytes just read into `out`'s chunk (behind room for a frame
+    /// header) where they lie, when they are for the session the chunk fills for and
+    /// need no change (no offload, or a peer taking `Gso` frames). Otherwise they go
+    /// the copying way, by way of `spare`.
+    fn place_read(&self, out: &mut Outbox, n: usize, spare: &mut [u8], split: &mut Splitter) {
+        let at = out.chunk.len + HEADER;
+        let raw = &out.chunk.buf[at..at + n];
         let (hdr, packet) = match self.offload {
-            true => match raw.split_first_chunk_mut::<VNET_HDR>() {
+            true => match raw.split_first_chunk::<VNET_HDR>() {
                 Some((h, p)) => (Some(*h), p),
                 None => return self.stats.base.drop_packet(DropReason::Malformed),
             },
@@ -379,7 +388,25 @@ impl Hub {
         let Some(peer) = self.route(dst) else {
             return self.stats.base.drop_packet(DropReason::NoRoute);
         };
-        push_packet(out, &peer, hdr.as_ref(), packet, split, &self.pool);
+        let same = out.peer.as_ref().is_none_or(|p| Arc::ptr_eq(p, &peer));
+        if !same || (hdr.is_some() && !peer.gso) {
+            // For another session's chunk, or to split for a peer without `Gso` frames.
+            let len = packet.len();
+            spare[..len].copy_from_slice(packet);
+            let packet = &mut spare[..len];
+            return push_packet(out, &peer, hdr.as_ref(), packet, split, &self.pool);
+        }
+        let (kind, packets) = match &hdr {
+            Some(h) => (FRAME_GSO, segments(h, packet.len())),
+            None => (FRAME_PACKET, 1),
+        };
+        let bytes = packet.len() as u64;
+        let c = &mut out.chunk;
+        write_header(&mut c.buf[c.len..c.len + HEADER], kind, n);
+        c.len += HEADER + n;
+        c.packets += packets;
+        c.bytes += bytes;
+        out.peer.get_or_insert(peer);
     }
 
     /// Writes one packet that arrived from a session to the TUN device; `with_hdr` is
@@ -495,23 +522,27 @@ fn push_plain(out: &mut Outbox, peer: &Arc<PeerTx>, packet: &[u8], pool: &Pool) 
 
 /// Reads the TUN device until `cancel`, routing every packet to its session.
 ///
-/// Each wakeup reads as many packets as the device has ready (up to a chunk's worth)
-/// before handing the chunks on, so a burst costs one channel send per chunk.
+/// Each wakeup reads as many packets as the device has ready (up to 256) before
+/// handing the chunks on, so a burst costs one channel send per chunk. Each read lands
+/// in the outbox's chunk right behind room for its frame header, so a packet for the
+/// session the chunk is filling for is never copied (see [`Hub::place_read`]).
 pub async fn tun_reader(hub: Arc<Hub>, cancel: CancellationToken) -> io::Result<()> {
     let mut out = Outbox::new(&hub.pool);
-    let mut read = vec![0u8; READ_MAX].into_boxed_slice();
+    let mut spare = vec![0u8; READ_MAX].into_boxed_slice();
     let mut split = Splitter::new();
     loop {
-        let n = tokio::select! {
+        tokio::select! {
             biased;
             () = cancel.cancelled() => return Ok(()),
-            n = hub.tun.recv(&mut read) => n?,
-        };
-        hub.place(&mut out, &mut read[..n], &mut split);
-        // Drain what else is ready without sleeping, then send it all on.
+            ready = hub.tun.readable() => ready?,
+        }
         for _ in 0..256 {
-            match hub.tun.try_recv(&mut read) {
-                Ok(n) => hub.place(&mut out, &mut read[..n], &mut split),
+            if out.chunk.room() < HEADER + READ_MAX {
+                out.flush_waiting(&hub.pool).await;
+            }
+            let at = out.chunk.len + HEADER;
+            match hub.tun.try_recv(&mut out.chunk.buf[at..at + READ_MAX]) {
+                Ok(n) => hub.place_read(&mut out, n, &mut spare, &mut split),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => return Err(e),
             }

@@ -4,6 +4,7 @@
 //! server's decision; `handshake` its I/O; `hub` the per-packet path between the TUN
 //! device and the sessions; `stats` the counters.
 
+pub mod busy;
 pub mod codec;
 pub mod handshake;
 pub mod hub;
