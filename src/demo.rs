@@ -142,6 +142,9 @@ async fn serve(listener: TcpListener, acceptor: TlsAcceptor) {
                         break;
                     }
                 }
+                // Sends what rustls still holds (a full socket leaves records
+                // buffered) and close_notify; dropping would lose both.
+                let _ = tls.shutdown().await;
             }
         });
     }

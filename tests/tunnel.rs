@@ -17,7 +17,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::netns::{Lab, Netns, Spawned};
-use common::{cert_init, Daemon};
+use common::{cert_init, Control, Daemon};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
@@ -107,6 +107,11 @@ impl Pair {
     const SERVER_UNDERLAY: &'static str = "192.168.1.1";
 
     fn start(lab: &Lab) -> Self {
+        Self::start_with(lab, "none", "none")
+    }
+
+    /// A pair whose server and client ask for the given `tunnel.compression`.
+    fn start_with(lab: &Lab, server_compression: &str, client_compression: &str) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         cert_init(dir.path(), SERVER_NAME, &["c1"]);
         let srv = lab.netns("srv");
@@ -121,6 +126,8 @@ impl Pair {
             Self::CLIENT_INNER,
             &format!("{}:{PORT}", Self::SERVER_UNDERLAY),
         );
+        set_compression(&server_config, server_compression);
+        set_compression(&client_config, client_compression);
         let mut server = Daemon::start_in(srv.name(), &server_config);
         server.wait_for("listening", WAIT);
         let mut client = Daemon::start_in(cli.name(), &client_config);
@@ -147,6 +154,59 @@ impl Pair {
             .trim()
             .parse()
             .expect("a byte count")
+    }
+
+    /// Sends `sent` from the client to a receiver on the server's inner address
+    /// (socat both ends), checks what arrived byte for byte, and returns the time.
+    fn send_file(&mut self, sent: &Path, port: u16) -> Duration {
+        let got = sent.with_extension("received");
+        let mut receiver = self.srv.spawn(&[
+            "socat",
+            "-u",
+            &format!("TCP-LISTEN:{port},reuseaddr,bind={SERVER_INNER}"),
+            &format!("CREATE:{}", got.display()),
+        ]);
+        assert!(
+            self.srv.wait_listening(port, WAIT),
+            "receiver does not listen"
+        );
+        let start = Instant::now();
+        let send = self.cli.exec_within(
+            &[
+                "socat",
+                "-u",
+                &format!("FILE:{}", sent.display()),
+                &format!("TCP:{SERVER_INNER}:{port}"),
+            ],
+            Duration::from_secs(300),
+        );
+        let received = receiver.wait_within(Duration::from_secs(60));
+        let elapsed = start.elapsed();
+        assert!(
+            send.status.success(),
+            "sender failed ({}): {}\n{}",
+            send.status,
+            String::from_utf8_lossy(&send.stderr),
+            self.logs()
+        );
+        assert!(
+            received.is_some_and(|s| s.success()),
+            "receiver did not finish: {received:?}\n{}",
+            self.logs()
+        );
+        let (want, len) = (file_len(sent), file_len(&got));
+        assert_eq!(len, want, "received {len} of {want} bytes");
+        assert_eq!(sha256(&got), sha256(sent), "received bytes differ");
+        elapsed
+    }
+
+    /// The client's one session as `ctl status` shows it.
+    fn client_session(&self) -> Value {
+        let mut control = Control::connect(&self.dir.path().join("c1.sock"));
+        let reply = control.call(1, "status", Value::Null);
+        let sessions = &reply["data"]["tunnel"]["peers"];
+        assert_eq!(sessions.as_array().map(Vec::len), Some(1), "{reply}");
+        sessions[0].clone()
     }
 
     /// Both daemons' logs, for failure messages.
@@ -192,6 +252,23 @@ fn write_random_file(path: &Path, seed: u64, len: u64) {
         left -= n as u64;
     }
     file.flush().expect("file flushed");
+}
+
+fn file_len(path: &Path) -> u64 {
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .len()
+}
+
+/// Sets `tunnel.compression` in a config file written by this test.
+fn set_compression(path: &Path, algorithm: &str) {
+    let text = std::fs::read_to_string(path).expect("config read");
+    let text = text.replace(
+        "keepalive: 1s }",
+        &format!("keepalive: 1s, compression: {algorithm} }}"),
+    );
+    assert!(text.contains("compression"), "{text}");
+    std::fs::write(path, text).expect("config written");
 }
 
 /// The SHA-256 of a file in hex, from coreutils' `sha256sum`.
@@ -318,46 +395,9 @@ fn ping_both_ways_and_bulk_transfer_arrives_intact() {
 
     let data = tempfile::tempdir().expect("temp dir");
     let sent = data.path().join("sent.bin");
-    let got = data.path().join("received.bin");
     write_random_file(&sent, 0x5555_0e17, BYTES);
     let tun_before = pair.tun_rx_bytes();
-    let mut receiver = pair.srv.spawn(&[
-        "socat",
-        "-u",
-        &format!("TCP-LISTEN:{DATA_PORT},reuseaddr,bind={SERVER_INNER}"),
-        &format!("CREATE:{}", got.display()),
-    ]);
-    assert!(
-        pair.srv.wait_listening(DATA_PORT, WAIT),
-        "receiver does not listen"
-    );
-    let start = Instant::now();
-    let send = pair.cli.exec_within(
-        &[
-            "socat",
-            "-u",
-            &format!("FILE:{}", sent.display()),
-            &format!("TCP:{SERVER_INNER}:{DATA_PORT}"),
-        ],
-        Duration::from_secs(300),
-    );
-    let received = receiver.wait_within(Duration::from_secs(60));
-    let elapsed = start.elapsed();
-    assert!(
-        send.status.success(),
-        "sender failed ({}): {}\n{}",
-        send.status,
-        String::from_utf8_lossy(&send.stderr),
-        pair.logs()
-    );
-    assert!(
-        received.is_some_and(|s| s.success()),
-        "receiver did not finish: {received:?}\n{}",
-        pair.logs()
-    );
-    let len = std::fs::metadata(&got).expect("received file").len();
-    assert_eq!(len, BYTES, "received {len} of {BYTES} bytes");
-    assert_eq!(sha256(&got), sha256(&sent), "received bytes differ");
+    let elapsed = pair.send_file(&sent, DATA_PORT);
     // The bytes came out of the server's TUN, not some other path.
     let through_tun = pair.tun_rx_bytes() - tun_before;
     assert!(
@@ -369,6 +409,55 @@ fn ping_both_ways_and_bulk_transfer_arrives_intact() {
         "{} MB through the tunnel in {secs:.2} s: {:.1} MB/s",
         BYTES / 1_000_000,
         BYTES as f64 / 1e6 / secs
+    );
+}
+
+#[test]
+fn compression_is_negotiated_and_shrinks_compressible_traffic() {
+    const BYTES: usize = 32_000_000;
+    let data = tempfile::tempdir().expect("temp dir");
+    let sent = data.path().join("log.txt");
+    // Log lines: the kind of traffic that compresses.
+    let mut text = String::with_capacity(BYTES + 100);
+    for i in 0.. {
+        if text.len() >= BYTES {
+            break;
+        }
+        text.push_str(&format!(
+            "2026-11-22T10:{:02}:{:02}Z INFO request id={i} path=/api/v1/items/{} status=200\n",
+            i / 60 % 60,
+            i % 60,
+            i % 977
+        ));
+    }
+    std::fs::write(&sent, &text).expect("file written");
+    for algorithm in ["lz4", "zstd"] {
+        let lab = Lab::new();
+        let mut pair = Pair::start_with(&lab, algorithm, algorithm);
+        assert_eq!(pair.client_session()["compression"], algorithm);
+        let elapsed = pair.send_file(&sent, 5002);
+        let counters = &pair.client_session()["counters"];
+        let ip = counters["bytes_out"].as_u64().expect("bytes_out");
+        let wire = counters["wire_bytes_out"].as_u64().expect("wire_bytes_out");
+        assert!(ip >= BYTES as u64, "{counters}");
+        assert!(
+            wire * 3 < ip,
+            "{algorithm}: {wire} wire bytes for {ip} IP bytes"
+        );
+        println!(
+            "{algorithm}: {} MB of log lines in {:.2} s, {:.1}x smaller on the wire",
+            BYTES / 1_000_000,
+            elapsed.as_secs_f64(),
+            ip as f64 / wire as f64
+        );
+    }
+    // Different algorithms on the two ends: no compression, and the tunnel works.
+    let lab = Lab::new();
+    let pair = Pair::start_with(&lab, "lz4", "zstd");
+    assert_eq!(pair.client_session()["compression"], Value::Null);
+    assert!(
+        pair.cli.ping(SERVER_INNER, 2),
+        "no ping without compression"
     );
 }
 

@@ -226,7 +226,11 @@ impl Validator {
         if t.busy_poll.error().is_none() && t.busy_poll.duration() > defaults::BUSY_POLL_MAX {
             self.fail(
                 "tunnel.busy_poll",
-                format!("{:?} is above {:?}", t.busy_poll.raw(), defaults::BUSY_POLL_MAX),
+                format!(
+                    "{:?} is above {:?}",
+                    t.busy_poll.raw(),
+                    defaults::BUSY_POLL_MAX
+                ),
             );
         }
     }

@@ -117,6 +117,8 @@ impl Actor for Connection {
                 rx: io.rx,
                 pong: io.peer.tx.clone(),
                 inbound,
+                counters: session.counters.clone(),
+                compression: session.compression,
             },
             self.hub.clone(),
             self.keepalive,

@@ -15,7 +15,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::ErrorCode;
 use crate::tunnel::codec::{self, Frame, HEADER, MAX_PAYLOAD};
+use crate::tunnel::compress::{Algorithm, Compressor, Decompressor};
 use crate::tunnel::hub::{Chunk, Hub, Inbound};
+use crate::tunnel::stats::Counters;
 
 /// Keepalive intervals without a byte from the peer before it is declared dead.
 pub const DEAD_AFTER: u32 = 3;
@@ -71,10 +73,21 @@ pub struct Io {
     pub pong: mpsc::Sender<Chunk>,
     /// The path to the TUN device.
     pub inbound: Inbound,
+    /// The session's counters (the wire bytes are counted here).
+    pub counters: Arc<Counters>,
+    /// The compression negotiated, if any.
+    pub compression: Option<Algorithm>,
 }
 
 /// Runs the session until either task ends or `cancel` fires; returns how it ended.
 pub async fn run(io: Io, hub: Arc<Hub>, keepalive: Duration, cancel: CancellationToken) -> End {
+    let (compress, decompress) = match io.compression {
+        None => (None, None),
+        Some(a) => match (Compressor::new(a), Decompressor::new(a)) {
+            (Ok(c), Ok(d)) => (Some(c), Some(d)),
+            (Err(e), _) | (_, Err(e)) => return End::error(ErrorCode::Internal, e.to_string()),
+        },
+    };
     hub.busy.watch(io.stream.get_ref().0);
     let (r, w) = tokio::io::split(io.stream);
     let epoch = Instant::now();
@@ -82,6 +95,8 @@ pub async fn run(io: Io, hub: Arc<Hub>, keepalive: Duration, cancel: Cancellatio
     let mut writer = tokio::spawn(write_pump(
         w,
         io.rx,
+        compress,
+        io.counters.clone(),
         hub.clone(),
         last_rx.clone(),
         epoch,
@@ -92,6 +107,8 @@ pub async fn run(io: Io, hub: Arc<Hub>, keepalive: Duration, cancel: Cancellatio
         r,
         io.leftover,
         io.inbound,
+        decompress,
+        io.counters,
         io.pong,
         hub,
         last_rx,
@@ -111,9 +128,12 @@ fn millis(epoch: Instant) -> u64 {
     u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn write_pump(
     mut w: WriteHalf<Stream>,
     mut rx: mpsc::Receiver<Chunk>,
+    mut compress: Option<Compressor>,
+    counters: Arc<Counters>,
     hub: Arc<Hub>,
     last_rx: Arc<AtomicU64>,
     epoch: Instant,
@@ -130,7 +150,7 @@ async fn write_pump(
             biased;
             () = cancel.cancelled() => {
                 control.clear();
-                let _ = codec::encode(&Frame::Close { code: 0, reason: "closing" }, 0, &mut control);
+                let _ = codec::encode(&Frame::Close { code: 0, reason: "closing" }, &mut control);
                 let _ = tokio::time::timeout(CLOSE_GRACE, async {
                     w.write_all(&control).await?;
                     w.shutdown().await
@@ -142,7 +162,12 @@ async fn write_pump(
                 let mut next = Some(chunk);
                 // Write everything queued, then flush once.
                 while let Some(c) = next.take() {
-                    let written = w.write_all(c.frames()).await;
+                    let frames = match &mut compress {
+                        Some(z) => z.frames(c.frames()),
+                        None => c.frames(),
+                    };
+                    counters.wire_bytes_out.fetch_add(frames.len() as u64, Relaxed);
+                    let written = w.write_all(frames).await;
                     hub.pool.put(c);
                     if let Err(e) = written {
                         return End::io(&e);
@@ -162,7 +187,8 @@ async fn write_pump(
                 }
                 nonce += 1;
                 control.clear();
-                let _ = codec::encode(&Frame::Ping(nonce), 0, &mut control);
+                let _ = codec::encode(&Frame::Ping(nonce), &mut control);
+                counters.wire_bytes_out.fetch_add(control.len() as u64, Relaxed);
                 if let Err(e) = async { w.write_all(&control).await?; w.flush().await }.await {
                     return End::io(&e);
                 }
@@ -176,6 +202,8 @@ async fn read_pump(
     mut r: ReadHalf<Stream>,
     leftover: Vec<u8>,
     mut inbound: Inbound,
+    mut decompress: Option<Decompressor>,
+    counters: Arc<Counters>,
     pong: mpsc::Sender<Chunk>,
     hub: Arc<Hub>,
     last_rx: Arc<AtomicU64>,
@@ -189,23 +217,32 @@ async fn read_pump(
     loop {
         loop {
             let (frame, used) = match codec::decode(&buf[start..end]) {
-                Ok(Some((frame, _flags, used))) => (frame, used),
+                Ok(Some(decoded)) => decoded,
                 Ok(None) => break,
                 Err(e) => return End::error(ErrorCode::Protocol, format!("bad frame: {e}")),
             };
-            match frame {
-                Frame::Packet(p) => inbound.deliver(None, p).await,
-                Frame::Packets(batch) => {
-                    for p in batch {
-                        inbound.deliver(None, p).await;
+            let delivered = match frame {
+                Frame::Compressed { kind, payload } => {
+                    let Some(d) = &mut decompress else {
+                        return End::error(
+                            ErrorCode::Protocol,
+                            "compressed frame, none negotiated",
+                        );
+                    };
+                    let plain = match d.payload(payload) {
+                        Ok(plain) => plain,
+                        Err(e) => return End::error(ErrorCode::Protocol, e.to_string()),
+                    };
+                    match codec::decode_payload(kind, plain) {
+                        Ok(frame) => data(&mut inbound, hub.offload, frame, plain).await,
+                        Err(e) => {
+                            return End::error(ErrorCode::Protocol, format!("bad frame: {e}"))
+                        }
                     }
                 }
-                Frame::Gso { hdr, .. } => {
-                    if !hub.offload {
-                        return End::error(ErrorCode::Protocol, "gso frame without gso");
-                    }
+                Frame::Packet(_) | Frame::Packets(_) | Frame::Gso { .. } => {
                     let payload = &buf[start + HEADER..start + used];
-                    inbound.deliver(Some(hdr), payload).await;
+                    data(&mut inbound, hub.offload, frame, payload).await
                 }
                 Frame::Ping(n) => {
                     let mut c = hub.pool.get();
@@ -215,17 +252,16 @@ async fn read_pump(
                         | mpsc::error::TrySendError::Closed(c)) = e;
                         hub.pool.put(c);
                     }
+                    Ok(())
                 }
-                Frame::Pong(_) => {}
+                Frame::Pong(_) => Ok(()),
                 Frame::Close { reason, .. } => {
                     return End::error(ErrorCode::PeerClosed, format!("peer closed: {reason}"))
                 }
-                other => {
-                    return End::error(
-                        ErrorCode::Protocol,
-                        format!("unexpected frame {}", frame_name(&other)),
-                    )
-                }
+                other => Err(unexpected(&other)),
+            };
+            if let Err(end) = delivered {
+                return end;
             }
             start += used;
         }
@@ -245,11 +281,40 @@ async fn read_pump(
             Ok(0) => return End::error(ErrorCode::PeerClosed, "connection closed by the peer"),
             Ok(n) => {
                 end += n;
+                counters.wire_bytes_in.fetch_add(n as u64, Relaxed);
                 last_rx.store(millis(epoch), Relaxed);
             }
             Err(e) => return End::io(&e),
         }
     }
+}
+
+/// Delivers the packets of a data frame whose payload is `payload`.
+async fn data(
+    inbound: &mut Inbound,
+    offload: bool,
+    frame: Frame<'_>,
+    payload: &[u8],
+) -> Result<(), End> {
+    match frame {
+        Frame::Packet(p) => inbound.deliver(None, p).await,
+        Frame::Packets(batch) => {
+            for p in batch {
+                inbound.deliver(None, p).await;
+            }
+        }
+        Frame::Gso { hdr, .. } if offload => inbound.deliver(Some(hdr), payload).await,
+        Frame::Gso { .. } => return Err(End::error(ErrorCode::Protocol, "gso frame without gso")),
+        other => return Err(unexpected(&other)),
+    }
+    Ok(())
+}
+
+fn unexpected(frame: &Frame<'_>) -> End {
+    End::error(
+        ErrorCode::Protocol,
+        format!("unexpected frame {}", frame_name(frame)),
+    )
 }
 
 fn frame_name(frame: &Frame<'_>) -> &'static str {

@@ -26,6 +26,7 @@ use crate::connection::{CloseSession, Connection, Established, SessionClosed};
 use crate::drain::DrainToken;
 use crate::error::{Error, ErrorCode};
 use crate::tunnel::codec::{self, Frame};
+use crate::tunnel::compress::Algorithm;
 use crate::tunnel::handshake::{self, Failed, Kind, HANDSHAKE_TIMEOUT};
 use crate::tunnel::hub::{Hub, PeerTx, QUEUE};
 use crate::tunnel::session::{Accept, Capabilities, Hello, Reject};
@@ -41,6 +42,7 @@ pub struct Target {
     address: IpAddr,
     connect_timeout: Duration,
     keepalive_idle: Option<Duration>,
+    compression: Option<Algorithm>,
 }
 
 impl Target {
@@ -72,6 +74,7 @@ impl Target {
                 .connection
                 .keepalive
                 .then(|| config.connection.keepalive_idle.duration()),
+            compression: Algorithm::from_config(t.compression),
         })
     }
 }
@@ -319,7 +322,11 @@ async fn dial_one(target: &Target, server: &str, hub: &Arc<Hub>) -> Result<Estab
         address: target.address,
         capabilities: Capabilities {
             gso: hub.offload,
-            compression: Vec::new(),
+            compression: target
+                .compression
+                .iter()
+                .map(|a| a.as_str().to_string())
+                .collect(),
         },
     };
     let payload =
@@ -342,10 +349,21 @@ async fn dial_one(target: &Target, server: &str, hub: &Arc<Hub>) -> Result<Estab
     }
     let accept: Accept = serde_json::from_slice(&payload)
         .map_err(|e| Failed::new(ErrorCode::Protocol, format!("bad accept: {e}")))?;
+    let compression = match accept.compression.as_deref() {
+        None => None,
+        Some(name) => match target.compression.filter(|a| a.as_str() == name) {
+            Some(a) => Some(a),
+            None => {
+                let why = format!("server chose compression {name:?}, which was not offered");
+                return Err(Failed::new(ErrorCode::Protocol, why));
+            }
+        },
+    };
     let (tx, rx) = mpsc::channel(QUEUE);
     let peer = Arc::new(PeerTx::new(tx, accept.gso && hub.offload));
     let name = target.server_name.to_str().into_owned();
-    let session = Session::starting(name, remote, accept.address, peer.counters.clone());
+    let counters = peer.counters.clone();
+    let session = Session::starting(name, remote, accept.address, compression, counters);
     Ok(Established {
         stream: tls,
         leftover,

@@ -29,6 +29,7 @@ use crate::connection::{CloseSession, Connection, Established, SessionClosed};
 use crate::drain::DrainToken;
 use crate::error::{Error, ErrorCode};
 use crate::tunnel::codec::Frame;
+use crate::tunnel::compress::Algorithm;
 use crate::tunnel::handshake::{self, Failed, Kind, HANDSHAKE_TIMEOUT};
 use crate::tunnel::hub::{Hub, PeerTx, QUEUE};
 use crate::tunnel::session::{Hello, Policy};
@@ -71,6 +72,7 @@ impl Rules {
                     .map(|(k, v)| (k.clone(), nets(v)))
                     .collect::<BTreeMap<_, _>>(),
                 gso,
+                compression: Algorithm::from_config(config.tunnel.compression),
             },
             allowed_clients: s.allowed_clients.clone(),
             allow_cidrs: nets(&s.allow_cidrs),
@@ -429,7 +431,14 @@ impl Accepting {
             });
         }
         let counters = peer.counters.clone();
-        let session = Session::starting(name, remote.to_string(), accept.address, counters);
+        let compression = accept.compression.as_deref().and_then(Algorithm::from_name);
+        let session = Session::starting(
+            name,
+            remote.to_string(),
+            accept.address,
+            compression,
+            counters,
+        );
         Ok(Established {
             stream: tls,
             leftover,

@@ -65,7 +65,12 @@ impl BusyPoll {
         let until = Instant::now() + Duration::from_micros(us);
         let mut events = [EpollEvent::empty()];
         while Instant::now() < until {
-            if self.epoll.wait(&mut events, EpollTimeout::ZERO).unwrap_or(0) > 0 {
+            if self
+                .epoll
+                .wait(&mut events, EpollTimeout::ZERO)
+                .unwrap_or(0)
+                > 0
+            {
                 return;
             }
             std::thread::yield_now();

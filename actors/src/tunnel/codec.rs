@@ -30,8 +30,11 @@
 //! | `0x40` | Close | `[u16 reason code][reason, UTF-8]` |
 //!
 //! Bit `C` ([`FLAG_COMPRESSED`]) marks a payload compressed with the algorithm the
-//! session negotiated. A frame that breaks any rule is an error: the connection that
-//! sent it is closed, no other.
+//! session negotiated (lz4 block or zstd frame, see `compress`); only the data frames
+//! (`Packet`, `Packets`, `Gso`, `StreamData`) may carry it, and such a frame decodes as
+//! [`Frame::Compressed`]: its type and payload, checked by [`decode_payload`] once
+//! decompressed. A frame that breaks any rule is an error: the connection that sent it
+//! is closed, no other.
 //!
 //! Batching several packets into one `Packets` frame is what keeps per-packet cost
 //! down: one header, one TLS record write and one wakeup for as many packets as the
@@ -135,6 +138,14 @@ pub enum Frame<'a> {
         /// Said for people.
         reason: &'a str,
     },
+    /// A data frame whose payload is compressed: decompress it, then
+    /// [`decode_payload`] with `kind`.
+    Compressed {
+        /// The frame type, without the flag.
+        kind: u8,
+        /// The compressed payload.
+        payload: &'a [u8],
+    },
 }
 
 /// The packets of a `Packets` frame, already checked to be well formed.
@@ -191,6 +202,9 @@ pub enum CodecError {
     /// A payload over [`MAX_PAYLOAD`] was to be encoded.
     #[error("payload of {0} bytes exceeds the frame limit")]
     TooLarge(usize),
+    /// The compressed flag on a frame that is not a data frame, or on nothing.
+    #[error("frame type {0:#04x} cannot be compressed")]
+    NotCompressible(u8),
 }
 
 fn split_u16(b: &[u8]) -> Option<(u16, &[u8])> {
@@ -207,19 +221,24 @@ fn exact_u64(b: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(*<&[u8; 8]>::try_from(b).ok()?))
 }
 
+/// Whether frames of type `kind` may be compressed: the data frames.
+pub fn compressible(kind: u8) -> bool {
+    matches!(kind, T_PACKET | T_PACKETS | T_GSO | T_STREAM_DATA)
+}
+
 /// Decodes the frame at the start of `buf`.
 ///
-/// Returns the frame, its flags and the bytes it took, or `Ok(None)` when `buf` holds
-/// only part of a frame (read more and call again).
+/// Returns the frame and the bytes it took, or `Ok(None)` when `buf` holds only part
+/// of a frame (read more and call again).
 ///
 /// # Errors
 /// [`CodecError`] when the bytes cannot be a frame; the stream is then unusable.
-pub fn decode(buf: &[u8]) -> Result<Option<(Frame<'_>, u8, usize)>, CodecError> {
+pub fn decode(buf: &[u8]) -> Result<Option<(Frame<'_>, usize)>, CodecError> {
     let Some((header, rest)) = buf.split_first_chunk::<HEADER>() else {
         return Ok(None);
     };
     let [first, hi, mid, lo] = *header;
-    let (kind, flags) = (first & !FLAG_COMPRESSED, first & FLAG_COMPRESSED);
+    let kind = first & !FLAG_COMPRESSED;
     let len = usize::try_from(u32::from_be_bytes([0, hi, mid, lo])).expect("24 bits fit");
     if len > MAX_PAYLOAD {
         return Err(CodecError::TooLarge(len));
@@ -227,6 +246,25 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Frame<'_>, u8, usize)>, CodecError> 
     let Some(payload) = rest.get(..len) else {
         return Ok(None);
     };
+    let frame = if first & FLAG_COMPRESSED == 0 {
+        decode_payload(kind, payload)?
+    } else if compressible(kind) && !payload.is_empty() {
+        Frame::Compressed { kind, payload }
+    } else {
+        return Err(CodecError::NotCompressible(kind));
+    };
+    Ok(Some((frame, HEADER + len)))
+}
+
+/// The frame of type `kind` (no flag) whose payload is `payload`: what
+/// [`decode`] does after the header, and what a decompressed payload goes through.
+///
+/// # Errors
+/// [`CodecError`] when the payload does not fit its type.
+pub fn decode_payload(kind: u8, payload: &[u8]) -> Result<Frame<'_>, CodecError> {
+    if payload.len() > MAX_PAYLOAD {
+        return Err(CodecError::TooLarge(payload.len()));
+    }
     let bad = CodecError::BadLength(kind);
     let text = |b| str::from_utf8(b).map_err(|_| CodecError::BadUtf8(kind));
     let frame = match kind {
@@ -290,17 +328,23 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Frame<'_>, u8, usize)>, CodecError> 
         }
         other => return Err(CodecError::UnknownType(other)),
     };
-    Ok(Some((frame, flags, HEADER + len)))
+    Ok(frame)
 }
 
-/// Appends `frame` with `flags` to `out`; no allocation once `out` has the capacity.
+/// Appends `frame` to `out`; no allocation once `out` has the capacity.
 ///
 /// # Errors
 /// [`CodecError::TooLarge`] when the payload exceeds [`MAX_PAYLOAD`];
-/// [`CodecError::EmptyPacket`] for an empty packet. `out` is unchanged then.
-pub fn encode(frame: &Frame<'_>, flags: u8, out: &mut Vec<u8>) -> Result<(), CodecError> {
-    if let Frame::Packet([]) | Frame::Gso { packet: [], .. } = frame {
-        return Err(CodecError::EmptyPacket);
+/// [`CodecError::EmptyPacket`] for an empty packet; [`CodecError::NotCompressible`]
+/// for a compressed frame of another type than data, or an empty one. `out` is
+/// unchanged then.
+pub fn encode(frame: &Frame<'_>, out: &mut Vec<u8>) -> Result<(), CodecError> {
+    match *frame {
+        Frame::Packet([]) | Frame::Gso { packet: [], .. } => return Err(CodecError::EmptyPacket),
+        Frame::Compressed { kind, payload } if !compressible(kind) || payload.is_empty() => {
+            return Err(CodecError::NotCompressible(kind))
+        }
+        _ => {}
     }
     let start = out.len();
     out.extend_from_slice(&[0; HEADER]);
@@ -330,18 +374,20 @@ pub fn encode(frame: &Frame<'_>, flags: u8, out: &mut Vec<u8>) -> Result<(), Cod
         Frame::Close { code, reason } => {
             put(out, T_CLOSE, &[&code.to_be_bytes(), reason.as_bytes()])
         }
+        Frame::Compressed { kind, payload } => put(out, kind | FLAG_COMPRESSED, &[payload]),
     };
     let len = out.len() - start - HEADER;
     if len > MAX_PAYLOAD {
         out.truncate(start);
         return Err(CodecError::TooLarge(len));
     }
-    out[start..start + HEADER].copy_from_slice(&header(kind | (flags & FLAG_COMPRESSED), len));
+    out[start..start + HEADER].copy_from_slice(&header(kind, len));
     Ok(())
 }
 
-/// The header bytes for a payload of `len` (at most [`MAX_PAYLOAD`]) bytes.
-fn header(first: u8, len: usize) -> [u8; HEADER] {
+/// The header bytes of a frame whose first byte (type and flag) is `first`, for a
+/// payload of `len` (at most [`MAX_PAYLOAD`]) bytes.
+pub fn header(first: u8, len: usize) -> [u8; HEADER] {
     let len = u32::try_from(len)
         .expect("checked against MAX_PAYLOAD")
         .to_be_bytes();
@@ -364,7 +410,7 @@ fn put(out: &mut Vec<u8>, kind: u8, parts: &[&[u8]]) -> u8 {
 /// assert!(batch.push(b"packet one"));
 /// assert!(batch.push(b"packet two"));
 /// assert_eq!(batch.finish(), 2);
-/// let (frame, _, used) = decode(&out).expect("valid").expect("complete");
+/// let (frame, used) = decode(&out).expect("valid").expect("complete");
 /// let Frame::Packets(b) = frame else { panic!("a batch") };
 /// assert_eq!(b.iter().count(), 2);
 /// assert_eq!(used, out.len());
@@ -432,9 +478,9 @@ mod tests {
 
     fn roundtrip(frame: Frame<'_>) {
         let mut out = Vec::new();
-        encode(&frame, 0, &mut out).expect("encodes");
-        let (back, flags, used) = decode(&out).expect("valid").expect("complete");
-        assert_eq!((back, flags, used), (frame, 0, out.len()));
+        encode(&frame, &mut out).expect("encodes");
+        let (back, used) = decode(&out).expect("valid").expect("complete");
+        assert_eq!((back, used), (frame, out.len()));
     }
 
     #[test]
@@ -444,7 +490,7 @@ mod tests {
         w.push(b"ab");
         w.push(b"c");
         w.finish();
-        let (Frame::Packets(b), _, _) = decode(&batch).expect("valid").expect("complete") else {
+        let (Frame::Packets(b), _) = decode(&batch).expect("valid").expect("complete") else {
             panic!("a batch")
         };
         for frame in [
@@ -476,6 +522,10 @@ mod tests {
                 code: 1,
                 reason: "bye",
             },
+            Frame::Compressed {
+                kind: T_GSO,
+                payload: b"lz4 bytes",
+            },
         ] {
             roundtrip(frame);
         }
@@ -484,10 +534,15 @@ mod tests {
     #[test]
     fn the_header_is_as_documented() {
         let mut out = Vec::new();
-        encode(&Frame::Ping(1), 0, &mut out).expect("encodes");
+        encode(&Frame::Ping(1), &mut out).expect("encodes");
         assert_eq!(out, [0x30, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 1]);
         out.clear();
-        encode(&Frame::Packet(&[0x45; 70_000]), FLAG_COMPRESSED, &mut out).expect("encodes");
+        let payload = [0x45; 70_000];
+        let compressed = Frame::Compressed {
+            kind: T_PACKET,
+            payload: &payload,
+        };
+        encode(&compressed, &mut out).expect("encodes");
         assert_eq!(out[..HEADER], [0x90, 0x01, 0x11, 0x70]);
     }
 
@@ -499,7 +554,6 @@ mod tests {
                 id: 1,
                 data: &[9; 100],
             },
-            0,
             &mut out,
         )
         .expect("encodes");
@@ -532,6 +586,8 @@ mod tests {
             (&[0x11, 0, 0, 1, 0], CodecError::BadBatch),
             (&[0x11, 0, 0, 2, 0, 0], CodecError::EmptyPacket),
             (&[0x11, 0, 0, 0], CodecError::BadBatch),
+            (&[0xb0, 0, 0, 1, 7], CodecError::NotCompressible(0x30)),
+            (&[0x90, 0, 0, 0], CodecError::NotCompressible(0x10)),
         ];
         for (bytes, want) in table {
             assert_eq!(decode(bytes), Err(*want), "{bytes:02x?}");
@@ -543,16 +599,24 @@ mod tests {
         let mut out = vec![1, 2, 3];
         let big = vec![0; MAX_PAYLOAD + 1];
         assert_eq!(
-            encode(&Frame::Packet(&big), 0, &mut out),
+            encode(&Frame::Packet(&big), &mut out),
             Err(CodecError::TooLarge(MAX_PAYLOAD + 1))
         );
         assert_eq!(
-            encode(&Frame::Packet(&[]), 0, &mut out),
+            encode(&Frame::Packet(&[]), &mut out),
             Err(CodecError::EmptyPacket)
         );
         assert_eq!(out, [1, 2, 3], "the buffer is left as it was");
         let max = vec![0; MAX_PAYLOAD];
-        assert!(encode(&Frame::Packet(&max), 0, &mut out).is_ok());
+        assert!(encode(&Frame::Packet(&max), &mut out).is_ok());
+        let ping = Frame::Compressed {
+            kind: T_PING,
+            payload: b"x",
+        };
+        assert_eq!(
+            encode(&ping, &mut out),
+            Err(CodecError::NotCompressible(T_PING))
+        );
     }
 
     #[test]
@@ -578,10 +642,10 @@ mod tests {
         /// very bytes it came from (one encoding per frame).
         #[test]
         fn decoding_anything_is_safe_and_canonical(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
-            if let Ok(Some((frame, flags, used))) = decode(&bytes) {
+            if let Ok(Some((frame, used))) = decode(&bytes) {
                 prop_assert!(used <= bytes.len());
                 let mut again = Vec::new();
-                encode(&frame, flags, &mut again).expect("a decoded frame encodes");
+                encode(&frame, &mut again).expect("a decoded frame encodes");
                 prop_assert_eq!(&again[..], &bytes[..used]);
             }
         }
@@ -601,10 +665,11 @@ mod tests {
             let mut bytes = header(kind | flags, payload.len()).to_vec();
             bytes.extend_from_slice(&payload);
             bytes.extend_from_slice(&trailing);
-            if let Ok(Some((frame, f, used))) = decode(&bytes) {
-                prop_assert_eq!((f, used), (flags, HEADER + payload.len()));
+            if let Ok(Some((frame, used))) = decode(&bytes) {
+                prop_assert_eq!(used, HEADER + payload.len());
+                prop_assert_eq!(matches!(frame, Frame::Compressed { .. }), flags != 0);
                 let mut again = Vec::new();
-                encode(&frame, f, &mut again).expect("a decoded frame encodes");
+                encode(&frame, &mut again).expect("a decoded frame encodes");
                 prop_assert_eq!(&again[..], &bytes[..used]);
             }
         }
@@ -631,7 +696,7 @@ mod tests {
             let mut got: Vec<Vec<u8>> = Vec::new();
             for chunk in wire.chunks(cut) {
                 buf.extend_from_slice(chunk);
-                while let Some((frame, _, used)) = decode(&buf).expect("valid stream") {
+                while let Some((frame, used)) = decode(&buf).expect("valid stream") {
                     let Frame::Packets(b) = frame else { panic!("only batches were sent") };
                     got.extend(b.iter().map(<[u8]>::to_vec));
                     buf.drain(..used);

@@ -58,7 +58,7 @@ pub async fn read_frame<S: AsyncRead + Unpin>(
     let mut chunk = [0u8; 4096];
     loop {
         match codec::decode(&buf) {
-            Ok(Some((frame, _, used))) => {
+            Ok(Some((frame, used))) => {
                 let (kind, payload) = match frame {
                     Frame::Hello(p) => (Kind::Hello, p),
                     Frame::Accept(p) => (Kind::Accept, p),
@@ -104,8 +104,7 @@ pub async fn write_frame<S: AsyncWrite + Unpin>(
     frame: &Frame<'_>,
 ) -> Result<(), Failed> {
     let mut out = Vec::new();
-    codec::encode(frame, 0, &mut out)
-        .map_err(|e| Failed::new(ErrorCode::Internal, e.to_string()))?;
+    codec::encode(frame, &mut out).map_err(|e| Failed::new(ErrorCode::Internal, e.to_string()))?;
     async {
         stream.write_all(&out).await?;
         stream.flush().await
@@ -159,21 +158,21 @@ mod tests {
     #[tokio::test]
     async fn a_handshake_frame_is_read_with_what_follows_it() {
         let mut wire = Vec::new();
-        codec::encode(&Frame::Accept(b"{}"), 0, &mut wire).expect("encodes");
-        codec::encode(&Frame::Ping(7), 0, &mut wire).expect("encodes");
+        codec::encode(&Frame::Accept(b"{}"), &mut wire).expect("encodes");
+        codec::encode(&Frame::Ping(7), &mut wire).expect("encodes");
         let mut r = &wire[..];
         let (kind, payload, rest) = read_frame(&mut r).await.expect("read");
         assert_eq!((kind, payload.as_slice()), (Kind::Accept, &b"{}"[..]));
         assert_eq!(
             codec::decode(&rest).expect("ok"),
-            Some((Frame::Ping(7), 0, rest.len()))
+            Some((Frame::Ping(7), rest.len()))
         );
     }
 
     #[tokio::test]
     async fn anything_else_first_is_a_protocol_error() {
         let mut wire = Vec::new();
-        codec::encode(&Frame::Ping(7), 0, &mut wire).expect("encodes");
+        codec::encode(&Frame::Ping(7), &mut wire).expect("encodes");
         let err = read_frame(&mut &wire[..]).await.expect_err("refused");
         assert_eq!(err.code, ErrorCode::Protocol);
         let err = read_frame(&mut &b"\x01\x00"[..])

@@ -313,7 +313,12 @@ pub struct Hub {
 
 impl Hub {
     /// A hub over `tun`.
-    pub fn new(tun: Arc<AsyncDevice>, offload: bool, stats: Arc<Stats>, busy: Arc<BusyPoll>) -> Self {
+    pub fn new(
+        tun: Arc<AsyncDevice>,
+        offload: bool,
+        stats: Arc<Stats>,
+        busy: Arc<BusyPoll>,
+    ) -> Self {
         busy.watch(&**tun);
         Self {
             tun,
@@ -681,7 +686,7 @@ mod tests {
     fn a_pong_is_written_in_place_as_the_codec_reads_it() {
         let mut c = Pool::default().get();
         c.push_pong(0xdead_beef);
-        let (frame, _, used) = codec::decode(c.frames()).expect("valid").expect("whole");
+        let (frame, used) = codec::decode(c.frames()).expect("valid").expect("whole");
         assert_eq!(
             (frame, used),
             (codec::Frame::Pong(0xdead_beef), c.frames().len())
@@ -703,7 +708,7 @@ mod tests {
         assert_eq!(peer.counters.packets_out.load(Relaxed), 1);
         assert_eq!(peer.counters.drops(DropReason::QueueFull), 1);
         let chunk = rx.try_recv().expect("one chunk queued");
-        let (frame, _, used) = codec::decode(chunk.frames())
+        let (frame, used) = codec::decode(chunk.frames())
             .expect("valid")
             .expect("whole");
         assert_eq!(frame, codec::Frame::Packet(&[0x45; 100]));

@@ -6,6 +6,7 @@
 
 pub mod busy;
 pub mod codec;
+pub mod compress;
 pub mod handshake;
 pub mod hub;
 pub mod session;

@@ -15,6 +15,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use super::codec;
+use super::compress::Algorithm;
 use crate::error::ErrorCode;
 
 /// The client's opening message.
@@ -98,6 +99,8 @@ pub struct Policy {
     pub by_name: BTreeMap<String, Vec<IpNet>>,
     /// Whether this server's TUN takes offloaded superpackets.
     pub gso: bool,
+    /// The compression this server uses with clients that offer it.
+    pub compression: Option<Algorithm>,
 }
 
 impl Policy {
@@ -160,7 +163,16 @@ impl Policy {
             address: addr,
             server_address: self.subnet.addr(),
             gso: self.gso && hello.capabilities.gso,
-            compression: None,
+            compression: self
+                .compression
+                .filter(|a| {
+                    hello
+                        .capabilities
+                        .compression
+                        .iter()
+                        .any(|n| n == a.as_str())
+                })
+                .map(|a| a.as_str().to_string()),
         })
     }
 }
@@ -177,6 +189,7 @@ mod tests {
                 vec!["10.9.0.50/32".parse().expect("cidr")],
             )]),
             gso: true,
+            compression: Some(Algorithm::Lz4),
         }
     }
 
@@ -204,6 +217,30 @@ mod tests {
             .decide(&hello("10.9.0.2", false), "c1", |_| false)
             .expect("accepted");
         assert!(!a.gso, "gso only when both sides take it");
+    }
+
+    #[test]
+    fn compression_is_used_only_when_the_client_offers_the_servers_algorithm() {
+        let p = policy();
+        let offer = |names: &[&str]| {
+            let mut h = hello("10.9.0.2", true);
+            h.capabilities.compression = names.iter().map(|n| n.to_string()).collect();
+            p.decide(&h, "c1", |_| false).expect("accepted").compression
+        };
+        assert_eq!(offer(&["lz4"]), Some("lz4".to_string()));
+        assert_eq!(offer(&["zstd", "lz4"]), Some("lz4".to_string()));
+        assert_eq!(offer(&["zstd"]), None);
+        assert_eq!(offer(&[]), None);
+        let none = Policy {
+            compression: None,
+            ..policy()
+        };
+        let mut h = hello("10.9.0.2", true);
+        h.capabilities.compression = vec!["lz4".into()];
+        assert_eq!(
+            none.decide(&h, "c1", |_| false).expect("ok").compression,
+            None
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use super::compress::Algorithm;
 use crate::error::ErrorCode;
 
 /// Why a packet was dropped.
@@ -59,6 +60,11 @@ pub struct Counters {
     pub packets_in: AtomicU64,
     /// IP packets sent to the peer.
     pub packets_out: AtomicU64,
+    /// Bytes of frames read from the peer's TLS stream (after compression: set
+    /// against `bytes_in`, what compression saved).
+    pub wire_bytes_in: AtomicU64,
+    /// Bytes of frames written to the peer's TLS stream.
+    pub wire_bytes_out: AtomicU64,
     drops: [AtomicU64; DropReason::ALL.len()],
 }
 
@@ -78,6 +84,8 @@ impl Counters {
         sum.bytes_out += self.bytes_out.load(Relaxed);
         sum.packets_in += self.packets_in.load(Relaxed);
         sum.packets_out += self.packets_out.load(Relaxed);
+        sum.wire_bytes_in += self.wire_bytes_in.load(Relaxed);
+        sum.wire_bytes_out += self.wire_bytes_out.load(Relaxed);
         for (d, c) in sum.drops.iter_mut().zip(&self.drops) {
             *d += c.load(Relaxed);
         }
@@ -92,6 +100,10 @@ impl Counters {
             .fetch_add(other.packets_in.load(Relaxed), Relaxed);
         self.packets_out
             .fetch_add(other.packets_out.load(Relaxed), Relaxed);
+        self.wire_bytes_in
+            .fetch_add(other.wire_bytes_in.load(Relaxed), Relaxed);
+        self.wire_bytes_out
+            .fetch_add(other.wire_bytes_out.load(Relaxed), Relaxed);
         for (d, c) in self.drops.iter().zip(&other.drops) {
             d.fetch_add(c.load(Relaxed), Relaxed);
         }
@@ -109,6 +121,10 @@ pub struct Totals {
     pub packets_in: u64,
     /// Packets out.
     pub packets_out: u64,
+    /// Frame bytes in.
+    pub wire_bytes_in: u64,
+    /// Frame bytes out.
+    pub wire_bytes_out: u64,
     /// Drops, in [`DropReason::ALL`] order.
     #[serde(skip)]
     pub drops: [u64; DropReason::ALL.len()],
@@ -124,6 +140,7 @@ impl Totals {
         json!({
             "bytes_in": self.bytes_in, "bytes_out": self.bytes_out,
             "packets_in": self.packets_in, "packets_out": self.packets_out,
+            "wire_bytes_in": self.wire_bytes_in, "wire_bytes_out": self.wire_bytes_out,
             "drops": drops,
         })
     }
@@ -142,6 +159,8 @@ pub struct Session {
     pub since: SystemTime,
     /// When it started (monotonic, for durations).
     pub started: Instant,
+    /// The compression its frames use, if any.
+    pub compression: Option<Algorithm>,
     /// Its counters, shared with its I/O tasks.
     pub counters: Arc<Counters>,
 }
@@ -152,6 +171,7 @@ impl Session {
         peer: String,
         remote: String,
         inner: std::net::IpAddr,
+        compression: Option<Algorithm>,
         counters: Arc<Counters>,
     ) -> Arc<Self> {
         Arc::new(Self {
@@ -160,6 +180,7 @@ impl Session {
             inner,
             since: SystemTime::now(),
             started: Instant::now(),
+            compression,
             counters,
         })
     }
@@ -289,6 +310,7 @@ impl Stats {
                     "peer": s.peer, "remote": s.remote, "inner": s.inner.to_string(),
                     "since": humantime::format_rfc3339_seconds(s.since).to_string(),
                     "duration_seconds": s.started.elapsed().as_secs(),
+                    "compression": s.compression.map(Algorithm::as_str),
                     "counters": t.to_json(),
                 })
             })
@@ -324,14 +346,13 @@ mod tests {
     use super::*;
 
     fn session(stats: &Stats) -> Arc<Session> {
-        let s = Arc::new(Session {
-            peer: "c1".into(),
-            remote: "192.0.2.1:4000".into(),
-            inner: "10.0.0.2".parse().expect("ip"),
-            since: SystemTime::now(),
-            started: Instant::now(),
-            counters: Arc::default(),
-        });
+        let s = Session::starting(
+            "c1".into(),
+            "192.0.2.1:4000".into(),
+            "10.0.0.2".parse().expect("ip"),
+            None,
+            Arc::default(),
+        );
         stats.opened(s.clone());
         s
     }
