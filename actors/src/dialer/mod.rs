@@ -327,6 +327,7 @@ async fn dial_one(target: &Target, server: &str, hub: &Arc<Hub>) -> Result<Estab
                 .iter()
                 .map(|a| a.as_str().to_string())
                 .collect(),
+            ..Capabilities::default()
         },
     };
     let payload =

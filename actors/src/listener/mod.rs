@@ -73,6 +73,7 @@ impl Rules {
                     .collect::<BTreeMap<_, _>>(),
                 gso,
                 compression: Algorithm::from_config(config.tunnel.compression),
+                mtu: config.network.mtu,
             },
             allowed_clients: s.allowed_clients.clone(),
             allow_cidrs: nets(&s.allow_cidrs),

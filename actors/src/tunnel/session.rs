@@ -31,7 +31,7 @@ pub struct Hello {
 }
 
 /// Optional features a peer supports; the session uses those both sides have.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Capabilities {
     /// Takes `Gso` frames: its TUN device accepts offloaded superpackets.
     #[serde(default)]
@@ -39,7 +39,29 @@ pub struct Capabilities {
     /// Compression algorithms it can decode, by name (`lz4`, `zstd`).
     #[serde(default)]
     pub compression: Vec<String>,
+    /// The largest frame payload it reads, in bytes; protocol version 1's limit
+    /// ([`codec::MAX_PAYLOAD`]) when not said.
+    #[serde(default = "max_payload")]
+    pub max_payload: u32,
 }
+
+impl Default for Capabilities {
+    fn default() -> Self {
+        Self {
+            gso: false,
+            compression: Vec::new(),
+            max_payload: max_payload(),
+        }
+    }
+}
+
+fn max_payload() -> u32 {
+    codec::MAX_PAYLOAD as u32
+}
+
+/// The payload of the largest `Gso` frame: a 64 KiB IP packet and its header. A
+/// peer that reads less gets plain packets.
+pub const GSO_PAYLOAD: u32 = codec::VNET_HDR as u32 + 65_535;
 
 /// The server's acceptance.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,6 +77,9 @@ pub struct Accept {
     /// The compression both sides use, if any.
     #[serde(default)]
     pub compression: Option<String>,
+    /// The largest frame payload either side sends: the smaller of what both read.
+    #[serde(default = "max_payload")]
+    pub max_payload: u32,
 }
 
 /// The server's refusal: a stable code the client logs, and a reason for people.
@@ -101,6 +126,8 @@ pub struct Policy {
     pub gso: bool,
     /// The compression this server uses with clients that offer it.
     pub compression: Option<Algorithm>,
+    /// The TUN MTU: a client must read frames carrying packets this large.
+    pub mtu: u32,
 }
 
 impl Policy {
@@ -108,7 +135,8 @@ impl Policy {
     /// an address is held by a live session.
     ///
     /// # Errors
-    /// A [`Refusal`] with `E_PROTOCOL` for another protocol version, `E_BAD_ADDRESS`
+    /// A [`Refusal`] with `E_PROTOCOL` for another protocol version or frames too
+    /// small for packets of the MTU, `E_BAD_ADDRESS`
     /// for an address outside the subnet, reserved, or not allowed for `name`, and
     /// `E_ADDRESS_IN_USE` for one another session holds.
     pub fn decide(
@@ -124,6 +152,16 @@ impl Policy {
                     "protocol version {} not supported, this server speaks {}",
                     hello.version,
                     codec::VERSION
+                ),
+            ));
+        }
+        let max_payload = hello.capabilities.max_payload.min(max_payload());
+        if max_payload < self.mtu {
+            return Err(Refusal::new(
+                ErrorCode::Protocol,
+                format!(
+                    "frames of {max_payload} bytes cannot carry packets of the MTU, {}",
+                    self.mtu
                 ),
             ));
         }
@@ -162,7 +200,7 @@ impl Policy {
             version: codec::VERSION,
             address: addr,
             server_address: self.subnet.addr(),
-            gso: self.gso && hello.capabilities.gso,
+            gso: self.gso && hello.capabilities.gso && max_payload >= GSO_PAYLOAD,
             compression: self
                 .compression
                 .filter(|a| {
@@ -173,6 +211,7 @@ impl Policy {
                         .any(|n| n == a.as_str())
                 })
                 .map(|a| a.as_str().to_string()),
+            max_payload,
         })
     }
 }
@@ -190,6 +229,7 @@ mod tests {
             )]),
             gso: true,
             compression: Some(Algorithm::Lz4),
+            mtu: 1500,
         }
     }
 
@@ -199,7 +239,7 @@ mod tests {
             address: addr.parse().expect("ip"),
             capabilities: Capabilities {
                 gso,
-                compression: vec![],
+                ..Capabilities::default()
             },
         }
     }
@@ -241,6 +281,27 @@ mod tests {
             none.decide(&h, "c1", |_| false).expect("ok").compression,
             None
         );
+    }
+
+    #[test]
+    fn the_frame_size_is_the_smaller_and_small_frames_mean_no_superpackets() {
+        let p = policy();
+        let with = |max: u32| {
+            let mut h = hello("10.9.0.2", true);
+            h.capabilities.max_payload = max;
+            p.decide(&h, "c1", |_| false)
+        };
+        let a = with(u32::MAX).expect("accepted");
+        assert_eq!((a.max_payload, a.gso), (max_payload(), true));
+        let a = with(GSO_PAYLOAD).expect("accepted");
+        assert_eq!((a.max_payload, a.gso), (GSO_PAYLOAD, true));
+        let a = with(16_384).expect("accepted");
+        assert_eq!((a.max_payload, a.gso), (16_384, false));
+        assert_eq!(with(1499).expect_err("refused").code, ErrorCode::Protocol);
+        // A Hello that says nothing reads version 1's frames.
+        let h: Hello =
+            serde_json::from_str(r#"{"version":1,"address":"10.9.0.3"}"#).expect("parses");
+        assert_eq!(h.capabilities.max_payload, max_payload());
     }
 
     #[test]
