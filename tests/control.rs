@@ -81,9 +81,15 @@ fn every_command_answers_over_the_real_socket() {
 
     // Subsystems of later issues answer E_NOT_AVAILABLE, never a fake success, and
     // still check their arguments first.
+    let metrics = ctl.call(8, "metrics", json!({}));
+    assert_eq!(metrics["ok"], true, "{metrics}");
+    assert_eq!(
+        metrics["data"]["sssonector_control_commands_total"]["type"], "counter",
+        "{metrics}"
+    );
+    let connections = ctl.call(9, "connections", json!({}));
+    assert_eq!(connections["data"]["active"], 0, "{connections}");
     let not_yet = [
-        ("metrics", json!({})),
-        ("connections", json!({})),
         ("endpoints", json!({})),
         (
             "endpoint.add",

@@ -112,6 +112,14 @@ impl Pair {
 
     /// A pair whose server and client ask for the given `tunnel.compression`.
     fn start_with(lab: &Lab, server_compression: &str, client_compression: &str) -> Self {
+        Self::start_configured(lab, |server, client| {
+            set_compression(server, server_compression);
+            set_compression(client, client_compression);
+        })
+    }
+
+    /// A pair whose config files (server's, client's) `edit` changes before start.
+    fn start_configured(lab: &Lab, edit: impl FnOnce(&Path, &Path)) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         cert_init(dir.path(), SERVER_NAME, &["c1"]);
         let srv = lab.netns("srv");
@@ -126,8 +134,7 @@ impl Pair {
             Self::CLIENT_INNER,
             &format!("{}:{PORT}", Self::SERVER_UNDERLAY),
         );
-        set_compression(&server_config, server_compression);
-        set_compression(&client_config, client_compression);
+        edit(&server_config, &client_config);
         let mut server = Daemon::start_in(srv.name(), &server_config);
         server.wait_for("listening", WAIT);
         let mut client = Daemon::start_in(cli.name(), &client_config);
@@ -458,6 +465,132 @@ fn compression_is_negotiated_and_shrinks_compressible_traffic() {
     assert!(
         pair.cli.ping(SERVER_INNER, 2),
         "no ping without compression"
+    );
+}
+
+/// Appends `text` (whole top-level YAML sections) to a config file.
+fn append_config(path: &Path, text: &str) {
+    let mut config = std::fs::read_to_string(path).expect("config read");
+    config.push_str(text);
+    std::fs::write(path, config).expect("config written");
+}
+
+/// `sssonector_tunnel_bytes_total{direction="in"}` in a text-format scrape.
+fn scraped_bytes_in(scrape: &str) -> f64 {
+    scrape
+        .lines()
+        .find_map(|l| l.strip_prefix("sssonector_tunnel_bytes_total{direction=\"in\"} "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no bytes_total in:\n{scrape}"))
+}
+
+/// `sssonector_tunnel_bytes_total{direction="in"}` in a `ctl metrics` reply.
+fn ctl_bytes_in(reply: &Value) -> f64 {
+    reply["data"]["sssonector_tunnel_bytes_total"]["samples"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["labels"]["direction"] == "in"))
+        .and_then(|s| s["value"].as_f64())
+        .unwrap_or_else(|| panic!("no bytes_total in {reply}"))
+}
+
+#[test]
+fn metrics_scrape_passes_promtool_and_agrees_with_ctl() {
+    const MONITOR: &str =
+        "monitor: { prometheus: { enabled: true, listen: \"127.0.0.1:9650\" } }\n";
+    let lab = Lab::new();
+    let mut pair = Pair::start_configured(&lab, |server, client| {
+        append_config(server, MONITOR);
+        append_config(client, MONITOR);
+    });
+    assert!(pair.cli.ping(SERVER_INNER, 3), "no ping\n{}", pair.logs());
+    let curl = |ns: &Netns, path: &str| -> (String, String) {
+        let url = format!("http://127.0.0.1:9650{path}");
+        let out = ns.exec(&["curl", "-s", "-w", "\n%{http_code}", &url]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').expect("a status code");
+        (body.to_owned(), code.to_owned())
+    };
+    let (scrape, code) = curl(&pair.srv, "/metrics");
+    assert_eq!(code, "200", "{scrape}");
+    // promtool reads the scrape on stdin and says nothing when it is clean.
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool runs (apt-get install prometheus)");
+    promtool
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(scrape.as_bytes())
+        .expect("scrape written");
+    let checked = promtool.wait_with_output().expect("promtool ends");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    assert!(
+        checked.status.success() && said.trim().is_empty(),
+        "promtool: {said}"
+    );
+    for family in [
+        "mode=\"server\"} 1",
+        "sssonector_tunnel_sessions_active 1",
+        "sssonector_tunnel_handshakes_total{result=\"accepted\"} 1",
+        "sssonector_tunnel_session_duration_seconds_bucket",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+    ] {
+        assert!(scrape.contains(family), "{family} missing:\n{scrape}");
+    }
+    // The same counter, by Prometheus and by ctl, at one moment: no traffic flows
+    // (keepalive pings are not IP bytes), so a scrape between two ctl reads agrees.
+    let mut control = Control::connect(&pair.dir.path().join("server.sock"));
+    let before = ctl_bytes_in(&control.call(1, "metrics", Value::Null));
+    let scraped = scraped_bytes_in(&curl(&pair.srv, "/metrics").0);
+    let after = ctl_bytes_in(&control.call(2, "metrics", Value::Null));
+    assert!(before > 0.0, "the pings were counted");
+    assert_eq!(
+        (before, scraped),
+        (after, after),
+        "ctl and /metrics disagree"
+    );
+    // Control commands are counted too, by command and result.
+    let (scrape, _) = curl(&pair.srv, "/metrics");
+    assert!(
+        scrape.contains("sssonector_control_commands_total{command=\"metrics\",result=\"ok\"} 2"),
+        "{scrape}"
+    );
+    // Health: the client has its session; unknown paths and methods get their codes.
+    let (health, code) = curl(&pair.cli, "/healthz");
+    assert_eq!(code, "200", "{health}");
+    let health: Value = serde_json::from_str(&health).expect("health is JSON");
+    assert_eq!(
+        health["checks"]["connectivity"]["status"], "healthy",
+        "{health}"
+    );
+    assert_eq!(curl(&pair.cli, "/nope").1, "404");
+    let out = pair.cli.exec(&[
+        "curl",
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "-X",
+        "POST",
+        "http://127.0.0.1:9650/metrics",
+    ]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "405");
+    // The session list is in ctl connections.
+    let connections = control.call(3, "connections", Value::Null);
+    assert_eq!(connections["data"]["active"], 1, "{connections}");
+    assert_eq!(
+        connections["data"]["tunnel"][0]["peer"], "c1",
+        "{connections}"
     );
 }
 

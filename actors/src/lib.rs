@@ -29,6 +29,8 @@ pub mod drain;
 pub mod error;
 pub mod listener;
 pub mod logging;
+pub mod metrics;
+pub mod snmp;
 pub mod tun;
 pub mod tunnel;
 

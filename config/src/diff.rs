@@ -87,6 +87,7 @@ pub const RESTART_KEYS: &[&str] = &[
     "tunnel.listen_address",
     "tunnel.listen_port",
     "tunnel.threads",
+    "monitor.prometheus",
 ];
 
 impl Change {
@@ -116,6 +117,7 @@ impl Config {
         self.tunnel.listen_address = running.tunnel.listen_address.clone();
         self.tunnel.listen_port = running.tunnel.listen_port;
         self.tunnel.threads = running.tunnel.threads;
+        self.monitor.prometheus = running.monitor.prometheus.clone();
         self
     }
 }
@@ -270,6 +272,9 @@ mod tests {
                 c.tunnel.listen_port = crate::Port::new(9)
             }),
             ("tunnel.threads", |c| c.tunnel.threads = 4),
+            ("monitor.prometheus", |c| {
+                c.monitor.prometheus.enabled = true
+            }),
         ];
         let listed: Vec<&str> = edits.iter().map(|(k, _)| *k).collect();
         assert_eq!(

@@ -19,6 +19,7 @@ pub mod protocol;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener as StdUnixListener, UnixStream as StdUnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -33,6 +34,8 @@ use crate::audit::{AuditActor, Record};
 use crate::daemon::{Daemon, GetHealth, GetStatus, Reload, Stop};
 use crate::drain::DrainToken;
 use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::tunnel::stats::Stats;
 
 /// Pause after a failed accept (e.g. out of file descriptors) so the loop does not
 /// spin while the condition lasts.
@@ -75,6 +78,10 @@ pub struct Router {
     pub daemon: Addr<Daemon>,
     /// Where changes are recorded.
     pub audit: Option<Addr<AuditActor>>,
+    /// The metrics registry (`metrics`, and control commands are counted in it).
+    pub metrics: Arc<Metrics>,
+    /// The tunnel's counters (`connections`).
+    pub stats: Arc<Stats>,
 }
 
 impl Router {
@@ -101,10 +108,8 @@ impl Router {
                 Ok(json!({ "changes": changes }))
             }
             Command::Stop => Ok(json!({ "stopping": true })),
-            Command::Metrics => Err(Error::NotAvailable(
-                "metrics (the Prometheus and SNMP counters)",
-            )),
-            Command::Connections => Err(Error::NotAvailable("connections (the tunnel)")),
+            Command::Metrics => Ok(self.metrics.to_json()),
+            Command::Connections => Ok(connections(&self.stats)),
             Command::Endpoints
             | Command::EndpointAdd(_)
             | Command::EndpointRemove(_)
@@ -118,6 +123,30 @@ impl Router {
             }
         }
     }
+}
+
+/// The `connections` reply: the live tunnel sessions and the session counts.
+fn connections(stats: &Stats) -> Value {
+    let s = stats.snapshot();
+    let peers: Vec<Value> = s
+        .peers
+        .iter()
+        .map(|p| {
+            json!({
+                "id": p.id, "peer": p.peer, "remote": p.remote, "inner": p.inner.to_string(),
+                "duration_seconds": p.seconds,
+                "compression": p.compression.map(|c| c.as_str()),
+                "bytes_in": p.counters.bytes_in, "bytes_out": p.counters.bytes_out,
+                "packets_in": p.counters.packets_in, "packets_out": p.counters.packets_out,
+            })
+        })
+        .collect();
+    json!({
+        "active": s.current, "peak": s.peak, "total": s.total,
+        "closed": s.durations.count,
+        "mean_duration_seconds": s.durations.sum_seconds / (s.durations.count.max(1) as f64),
+        "tunnel": peers,
+    })
 }
 
 /// Owns the listening socket and the client tasks.
@@ -330,6 +359,8 @@ async fn answer(
         Err(e) => {
             let err = Error::from(e);
             debug!(log, "control request refused"; "code" => err.code(), "error" => %err);
+            let labels = ["invalid", err.code().as_str()];
+            router.metrics.control.with_label_values(&labels).inc();
             return (error_reply(&id, &err), false);
         }
     };
@@ -337,13 +368,18 @@ async fn answer(
     let audited = command.changes_state();
     let stop = command == Command::Stop;
     let result = router.execute(command).await;
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(e) => e.code().as_str(),
+    };
+    router
+        .metrics
+        .control
+        .with_label_values(&[name, outcome])
+        .inc();
     if audited {
         if let Some(audit) = &router.audit {
             let request: Value = serde_json::from_slice(line).unwrap_or(Value::Null);
-            let outcome = match &result {
-                Ok(_) => "ok",
-                Err(e) => e.code().as_str(),
-            };
             audit.do_send(Record {
                 event: "control_command",
                 fields: json!({ "command": name, "request": request, "uid": uid, "pid": pid, "result": outcome }),

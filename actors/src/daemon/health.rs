@@ -66,15 +66,30 @@ pub fn fd_verdict(open: u64, limit: Option<u64>) -> Verdict {
     }
 }
 
-/// The `health` reply: every check and the overall verdict.
-pub fn assess(components: &[(&str, ComponentState)], res: Resources) -> Value {
+/// Whether the tunnel carries traffic: a client needs its session to a server; a
+/// server is connected as long as it listens (clients come and go).
+pub fn connectivity(client: bool, sessions: u64) -> (Verdict, String) {
+    match (client, sessions) {
+        (true, 0) => (Verdict::Degraded, "no tunnel session to a server".into()),
+        (true, _) => (Verdict::Healthy, "tunnel session to the server up".into()),
+        (false, n) => (Verdict::Healthy, format!("{n} client session(s)")),
+    }
+}
+
+/// The `health` reply: every check and the overall verdict; `link` is
+/// [`connectivity`]'s.
+pub fn assess(
+    components: &[(&str, ComponentState)],
+    res: Resources,
+    link: (Verdict, String),
+) -> Value {
     let component_verdict = if components.iter().any(|(_, s)| *s == ComponentState::Failed) {
         Verdict::Degraded
     } else {
         Verdict::Healthy
     };
     let fds = fd_verdict(res.open_fds, res.fd_limit);
-    let overall = component_verdict.max(fds);
+    let overall = component_verdict.max(fds).max(link.0);
     let states: serde_json::Map<String, Value> = components
         .iter()
         .map(|(name, state)| ((*name).to_string(), json!(state)))
@@ -89,7 +104,7 @@ pub fn assess(components: &[(&str, ComponentState)], res: Resources) -> Value {
                 "fd_limit": res.fd_limit,
                 "rss_bytes": res.rss_bytes,
             },
-            "connectivity": { "status": ComponentState::NotAvailable, "detail": "the tunnel is not built in this version" },
+            "connectivity": { "status": link.0, "detail": link.1 },
         }
     })
 }
@@ -129,6 +144,10 @@ fn rss_bytes(status: &str) -> Option<u64> {
 mod tests {
     use super::*;
 
+    fn up() -> (Verdict, String) {
+        connectivity(true, 1)
+    }
+
     #[test]
     fn fd_use_decides_by_share_of_the_limit() {
         assert_eq!(fd_verdict(10, Some(1024)), Verdict::Healthy);
@@ -152,16 +171,21 @@ mod tests {
                 ("tunnel", ComponentState::NotAvailable),
             ],
             res,
+            up(),
         );
         assert_eq!(ok["status"], "healthy");
-        let failed = assess(&[("audit", ComponentState::Failed)], res);
+        let down = assess(&[], res, connectivity(true, 0));
+        assert_eq!(down["status"], "degraded");
+        assert_eq!(down["checks"]["connectivity"]["status"], "degraded");
+        assert_eq!(connectivity(false, 0).0, Verdict::Healthy);
+        let failed = assess(&[("audit", ComponentState::Failed)], res, up());
         assert_eq!(failed["status"], "degraded");
         let full = Resources {
             open_fds: 999,
             ..res
         };
         assert_eq!(
-            assess(&[("audit", ComponentState::Failed)], full)["status"],
+            assess(&[("audit", ComponentState::Failed)], full, up())["status"],
             "unhealthy"
         );
     }

@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -146,9 +146,14 @@ impl Totals {
     }
 }
 
+/// Session ids: unique in this process, never reused (SNMP table indexes).
+static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
+
 /// One live session as the registry knows it.
 #[derive(Debug)]
 pub struct Session {
+    /// Unique in this process, from 1; the SNMP peer table's index.
+    pub id: u64,
     /// Certificate name of the peer.
     pub peer: String,
     /// The peer's TCP address.
@@ -175,6 +180,7 @@ impl Session {
         counters: Arc<Counters>,
     ) -> Arc<Self> {
         Arc::new(Self {
+            id: NEXT_SESSION.fetch_add(1, Relaxed),
             peer,
             remote,
             inner,
@@ -186,8 +192,13 @@ impl Session {
     }
 }
 
+/// Upper bounds, in seconds, of the session duration histogram's buckets.
+pub const DURATION_BUCKETS: [f64; 10] = [
+    1.0, 10.0, 60.0, 300.0, 900.0, 3600.0, 14_400.0, 43_200.0, 86_400.0, 604_800.0,
+];
+
 /// Handshake and session outcomes counted by code.
-const OUTCOMES: [ErrorCode; 10] = [
+pub const OUTCOMES: [ErrorCode; 10] = [
     ErrorCode::TlsUntrusted,
     ErrorCode::TlsHandshake,
     ErrorCode::AccessDenied,
@@ -214,6 +225,8 @@ pub struct Stats {
     /// Client: sessions established after the first.
     pub reconnects: AtomicU64,
     duration_total_ms: AtomicU64,
+    /// Closed sessions per duration bucket (not cumulative); the rest are longer.
+    duration_buckets: [AtomicU64; DURATION_BUCKETS.len()],
     closed: AtomicU64,
 }
 
@@ -228,6 +241,7 @@ impl Default for Stats {
             peak: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
             duration_total_ms: AtomicU64::new(0),
+            duration_buckets: Default::default(),
             closed: AtomicU64::new(0),
         }
     }
@@ -261,6 +275,10 @@ impl Stats {
         }
         let ms = u64::try_from(session.started.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.duration_total_ms.fetch_add(ms, Relaxed);
+        let secs = ms as f64 / 1000.0;
+        if let Some(i) = DURATION_BUCKETS.iter().position(|b| secs <= *b) {
+            self.duration_buckets[i].fetch_add(1, Relaxed);
+        }
         self.closed.fetch_add(1, Relaxed);
     }
 
@@ -289,56 +307,161 @@ impl Stats {
         sum
     }
 
-    /// Everything, for `ctl status`.
-    pub fn to_json(&self) -> Value {
-        let by_code = |counts: &[AtomicU64]| -> Value {
+    /// A consistent copy of every number, for metrics and SNMP.
+    pub fn snapshot(&self) -> Snapshot {
+        let live = self.sessions.lock().expect("stats lock not poisoned");
+        let peers: Vec<PeerView> = live
+            .iter()
+            .map(|s| {
+                let mut counters = Totals::default();
+                s.counters.add_to(&mut counters);
+                PeerView {
+                    id: s.id,
+                    peer: s.peer.clone(),
+                    remote: s.remote.clone(),
+                    inner: s.inner,
+                    compression: s.compression,
+                    since: s.since,
+                    seconds: s.started.elapsed().as_secs(),
+                    counters,
+                }
+            })
+            .collect();
+        let mut totals = Totals::default();
+        self.base.add_to(&mut totals);
+        for s in live.iter() {
+            s.counters.add_to(&mut totals);
+        }
+        drop(live);
+        let by_code = |counts: &[AtomicU64]| -> Vec<(ErrorCode, u64)> {
             OUTCOMES
                 .iter()
                 .zip(counts)
-                .filter(|(_, n)| n.load(Relaxed) > 0)
-                .map(|(c, n)| (c.as_str().to_string(), json!(n.load(Relaxed))))
+                .map(|(c, n)| (*c, n.load(Relaxed)))
+                .collect()
+        };
+        let mut cumulative = 0;
+        let buckets = DURATION_BUCKETS
+            .iter()
+            .zip(&self.duration_buckets)
+            .map(|(bound, n)| {
+                cumulative += n.load(Relaxed);
+                (*bound, cumulative)
+            })
+            .collect();
+        Snapshot {
+            totals,
+            current: peers.len() as u64,
+            peers,
+            peak: self.peak.load(Relaxed),
+            total: self.sessions_total.load(Relaxed),
+            reconnects: self.reconnects.load(Relaxed),
+            handshake_failures: by_code(&self.handshake_failures),
+            ended_by: by_code(&self.session_ends),
+            durations: DurationHistogram {
+                buckets,
+                count: self.closed.load(Relaxed),
+                sum_seconds: self.duration_total_ms.load(Relaxed) as f64 / 1000.0,
+            },
+        }
+    }
+
+    /// Everything, for `ctl status`.
+    pub fn to_json(&self) -> Value {
+        let s = self.snapshot();
+        let by_code = |counts: &[(ErrorCode, u64)]| -> Value {
+            counts
+                .iter()
+                .filter(|(_, n)| *n > 0)
+                .map(|(c, n)| (c.as_str().to_string(), json!(n)))
                 .collect::<serde_json::Map<_, _>>()
                 .into()
         };
-        let live = self.sessions.lock().expect("stats lock not poisoned");
-        let sessions: Vec<Value> = live
+        let peers: Vec<Value> = s
+            .peers
             .iter()
-            .map(|s| {
-                let mut t = Totals::default();
-                s.counters.add_to(&mut t);
+            .map(|p| {
                 json!({
-                    "peer": s.peer, "remote": s.remote, "inner": s.inner.to_string(),
-                    "since": humantime::format_rfc3339_seconds(s.since).to_string(),
-                    "duration_seconds": s.started.elapsed().as_secs(),
-                    "compression": s.compression.map(Algorithm::as_str),
-                    "counters": t.to_json(),
+                    "peer": p.peer, "remote": p.remote, "inner": p.inner.to_string(),
+                    "since": humantime::format_rfc3339_seconds(p.since).to_string(),
+                    "duration_seconds": p.seconds,
+                    "compression": p.compression.map(Algorithm::as_str),
+                    "counters": p.counters.to_json(),
                 })
             })
             .collect();
-        let current = live.len();
-        drop(live);
-        let closed = self.closed.load(Relaxed);
-        let mean = Duration::from_millis(
-            self.duration_total_ms
-                .load(Relaxed)
-                .checked_div(closed)
-                .unwrap_or(0),
-        );
+        let mean = s.durations.sum_seconds / s.durations.count.max(1) as f64;
         json!({
             "sessions": {
-                "current": current,
-                "peak": self.peak.load(Relaxed),
-                "total": self.sessions_total.load(Relaxed),
-                "closed": closed,
-                "mean_duration_seconds": mean.as_secs_f64(),
-                "ended_by": by_code(&self.session_ends),
+                "current": s.current,
+                "peak": s.peak,
+                "total": s.total,
+                "closed": s.durations.count,
+                "mean_duration_seconds": mean,
+                "ended_by": by_code(&s.ended_by),
             },
-            "reconnects": self.reconnects.load(Relaxed),
-            "handshake_failures": by_code(&self.handshake_failures),
-            "totals": self.totals().to_json(),
-            "peers": sessions,
+            "reconnects": s.reconnects,
+            "handshake_failures": by_code(&s.handshake_failures),
+            "totals": s.totals.to_json(),
+            "peers": peers,
         })
     }
+}
+
+/// A copy of the tunnel's numbers at one moment.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    /// Totals over closed and live sessions, and drops outside sessions.
+    pub totals: Totals,
+    /// Live sessions.
+    pub peers: Vec<PeerView>,
+    /// Live sessions now.
+    pub current: u64,
+    /// Most live sessions at once.
+    pub peak: u64,
+    /// Sessions started.
+    pub total: u64,
+    /// Client: sessions after the first.
+    pub reconnects: u64,
+    /// Failed handshakes by code, in [`OUTCOMES`] order.
+    pub handshake_failures: Vec<(ErrorCode, u64)>,
+    /// Ended sessions by code, in [`OUTCOMES`] order (sessions this daemon ended are
+    /// not in it).
+    pub ended_by: Vec<(ErrorCode, u64)>,
+    /// Durations of closed sessions.
+    pub durations: DurationHistogram,
+}
+
+/// One live session.
+#[derive(Clone, Debug)]
+pub struct PeerView {
+    /// Its process-unique id.
+    pub id: u64,
+    /// The peer's certificate name.
+    pub peer: String,
+    /// The peer's TCP address.
+    pub remote: String,
+    /// The client's inner address.
+    pub inner: std::net::IpAddr,
+    /// Its compression.
+    pub compression: Option<Algorithm>,
+    /// When it started (wall clock).
+    pub since: SystemTime,
+    /// Seconds since it started.
+    pub seconds: u64,
+    /// Its counters.
+    pub counters: Totals,
+}
+
+/// Closed sessions' durations.
+#[derive(Clone, Debug)]
+pub struct DurationHistogram {
+    /// (upper bound in seconds, sessions at most that long), cumulative.
+    pub buckets: Vec<(f64, u64)>,
+    /// Sessions closed.
+    pub count: u64,
+    /// Their durations added up, in seconds.
+    pub sum_seconds: f64,
 }
 
 #[cfg(test)]
@@ -378,5 +501,23 @@ mod tests {
         assert_eq!(json["sessions"]["total"], 2);
         assert_eq!(json["sessions"]["ended_by"]["E_PEER_CLOSED"], 1);
         assert_eq!(json["totals"]["drops"]["queue_full"], 1);
+    }
+
+    #[test]
+    fn a_snapshot_agrees_with_the_report_and_counts_durations() {
+        let stats = Stats::default();
+        let a = session(&stats);
+        let b = session(&stats);
+        assert!(b.id > a.id, "ids grow");
+        b.counters.packets_out.fetch_add(7, Relaxed);
+        stats.closed(&a, None);
+        let snap = stats.snapshot();
+        assert_eq!((snap.current, snap.peak, snap.total), (1, 2, 2));
+        assert_eq!(snap.peers[0].id, b.id);
+        assert_eq!(snap.peers[0].counters.packets_out, 7);
+        assert_eq!(snap.totals, stats.totals());
+        // A session closed at once lies in the first bucket and every later one.
+        assert_eq!(snap.durations.count, 1);
+        assert!(snap.durations.buckets.iter().all(|(_, n)| *n == 1));
     }
 }

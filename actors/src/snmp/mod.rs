@@ -1,0 +1,4 @@
+//! The SNMP agent: SNMPv2c and SNMPv3 (USM authPriv) over UDP, serving MIB-II's
+//! `system` group, snmpInPkts/snmpInBadCommunityNames and SSSONECTOR-MIB.
+
+pub mod usm;
