@@ -594,6 +594,310 @@ fn metrics_scrape_passes_promtool_and_agrees_with_ctl() {
     );
 }
 
+/// The IETF base MIBs, fetched by `.ci/base-mibs.sh` into target/base-mibs.
+fn base_mibs() -> PathBuf {
+    let dir = common::repo().join("target").join("base-mibs");
+    let out = Command::new("bash")
+        .arg(common::repo().join(".ci/base-mibs.sh"))
+        .arg(&dir)
+        .output()
+        .expect("bash runs");
+    assert!(
+        out.status.success(),
+        "base-mibs.sh: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dir
+}
+
+/// A Net-SNMP tool run in `ns` with SSSONECTOR-MIB loaded and no system config.
+fn snmp_tool(ns: &Netns, tool: &str, args: &[&str]) -> std::process::Output {
+    let base = base_mibs();
+    let persistent = common::repo().join("target").join("snmp-persistent");
+    std::fs::create_dir_all(&persistent).expect("dir");
+    let mibs = format!(
+        "{}:{}",
+        base.display(),
+        common::repo().join("mibs").display()
+    );
+    let mut cmd = ns.command("env");
+    cmd.arg(format!("SNMPCONFPATH={}", base.display()))
+        .arg(format!("SNMP_PERSISTENT_DIR={}", persistent.display()))
+        .arg(tool)
+        .args([
+            "-M",
+            &mibs,
+            "-m",
+            "SNMPv2-MIB:SSSONECTOR-MIB",
+            "-r",
+            "1",
+            "-t",
+            "1",
+        ])
+        .args(args);
+    common::netns::output_within(cmd, Duration::from_secs(60))
+}
+
+#[test]
+fn snmp_walks_agree_and_name_every_object_by_the_mib() {
+    const MONITOR: &str = "monitor: { prometheus: { enabled: true, listen: \"127.0.0.1:9650\" }, \
+        snmp: { enabled: true, listen: \"127.0.0.1:1161\", community: public } }\n";
+    let lab = Lab::new();
+    let mut pair = Pair::start_configured(&lab, |server, _| append_config(server, MONITOR));
+    assert!(pair.cli.ping(SERVER_INNER, 2), "no ping\n{}", pair.logs());
+    let agent = "127.0.0.1:1161";
+    let walk = snmp_tool(
+        &pair.srv,
+        "snmpwalk",
+        &["-v2c", "-c", "public", agent, ".1"],
+    );
+    let bulk = snmp_tool(
+        &pair.srv,
+        "snmpbulkwalk",
+        &["-v2c", "-c", "public", agent, ".1"],
+    );
+    for out in [&walk, &bulk] {
+        assert!(
+            out.status.success() && out.stderr.is_empty(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Everything but what moves on its own (uptimes, the agent's packet count).
+    let steady = |out: &std::process::Output| -> Vec<String> {
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| {
+                !l.contains("Timeticks")
+                    && !l.contains("snmpInPkts")
+                    && !l.contains("sssPeerDuration")
+            })
+            .map(str::to_owned)
+            .collect()
+    };
+    let (walked, bulked) = (steady(&walk), steady(&bulk));
+    assert_eq!(walked, bulked, "snmpwalk and snmpbulkwalk differ");
+    let text = walked.join("\n");
+    for expected in [
+        "SNMPv2-MIB::sysDescr.0 = STRING: SSSonector",
+        "SNMPv2-MIB::sysObjectID.0 = OID: SSSONECTOR-MIB::sssonectorMIB",
+        "SSSONECTOR-MIB::sssMode.0 = INTEGER: server(1)",
+        "SSSONECTOR-MIB::sssConnActive.0 = Gauge32: 1",
+        "SSSONECTOR-MIB::sssPeerCompression.",
+    ] {
+        assert!(text.contains(expected), "{expected} missing in:\n{text}");
+    }
+    assert!(
+        walked
+            .iter()
+            .any(|l| l.starts_with("SSSONECTOR-MIB::sssPeerName.") && l.ends_with("STRING: c1")),
+        "no peer row in:\n{text}"
+    );
+    assert!(
+        !text.contains("iso."),
+        "an object the MIB does not name:\n{text}"
+    );
+    // The table, as an NMS shows it.
+    let table = snmp_tool(
+        &pair.srv,
+        "snmptable",
+        &[
+            "-v2c",
+            "-c",
+            "public",
+            agent,
+            "SSSONECTOR-MIB::sssPeerTable",
+        ],
+    );
+    let table_text = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.status.success() && table_text.contains("c1"),
+        "{table_text}{}",
+        String::from_utf8_lossy(&table.stderr)
+    );
+    // One counter by SNMP, Prometheus and ctl at one moment (no traffic flows).
+    let mut control = Control::connect(&pair.dir.path().join("server.sock"));
+    let by_ctl = ctl_bytes_in(&control.call(1, "metrics", Value::Null));
+    let get = snmp_tool(
+        &pair.srv,
+        "snmpget",
+        &[
+            "-v2c",
+            "-c",
+            "public",
+            "-Oqv",
+            agent,
+            "SSSONECTOR-MIB::sssBytesIn.0",
+        ],
+    );
+    let by_snmp: f64 = String::from_utf8_lossy(&get.stdout)
+        .trim()
+        .parse()
+        .expect("a number");
+    let scrape = pair
+        .srv
+        .exec_ok(&["curl", "-s", "http://127.0.0.1:9650/metrics"]);
+    let by_prometheus = scraped_bytes_in(&String::from_utf8_lossy(&scrape.stdout));
+    assert!(by_ctl > 0.0);
+    assert_eq!(
+        (by_snmp, by_prometheus),
+        (by_ctl, by_ctl),
+        "SNMP, Prometheus and ctl disagree"
+    );
+    // A wrong community gets no answer and is counted; a SET is refused.
+    let wrong = snmp_tool(
+        &pair.srv,
+        "snmpget",
+        &["-v2c", "-c", "wrong", agent, "SNMPv2-MIB::sysName.0"],
+    );
+    assert!(!wrong.status.success(), "answered a wrong community");
+    assert!(
+        String::from_utf8_lossy(&wrong.stderr).contains("Timeout"),
+        "{}",
+        String::from_utf8_lossy(&wrong.stderr)
+    );
+    let bad = snmp_tool(
+        &pair.srv,
+        "snmpget",
+        &[
+            "-v2c",
+            "-c",
+            "public",
+            "-Oqv",
+            agent,
+            "SNMPv2-MIB::snmpInBadCommunityNames.0",
+        ],
+    );
+    let bad: u64 = String::from_utf8_lossy(&bad.stdout)
+        .trim()
+        .parse()
+        .expect("a count");
+    assert!(bad >= 1, "bad community not counted");
+    let set = snmp_tool(
+        &pair.srv,
+        "snmpset",
+        &[
+            "-v2c",
+            "-c",
+            "public",
+            agent,
+            "SNMPv2-MIB::sysName.0",
+            "s",
+            "x",
+        ],
+    );
+    assert!(
+        String::from_utf8_lossy(&set.stderr).contains("notWritable"),
+        "{}",
+        String::from_utf8_lossy(&set.stderr)
+    );
+    let missing = snmp_tool(
+        &pair.srv,
+        "snmpget",
+        &[
+            "-v2c",
+            "-c",
+            "public",
+            agent,
+            "SNMPv2-MIB::sysName.1",
+            "SNMPv2-MIB::sysORLastChange.0",
+        ],
+    );
+    let missing = String::from_utf8_lossy(&missing.stdout);
+    assert!(
+        missing.contains("No Such Instance") && missing.contains("No Such Object"),
+        "{missing}"
+    );
+
+    // 200 malformed, truncated and oversized datagrams, then a valid request.
+    let sent = send_fuzz_corpus(pair.srv.name(), "127.0.0.1:1161".parse().expect("addr"));
+    assert_eq!(sent, 200);
+    let after = snmp_tool(
+        &pair.srv,
+        "snmpget",
+        &[
+            "-v2c",
+            "-c",
+            "public",
+            "-Oqv",
+            agent,
+            "SNMPv2-MIB::snmpInASNParseErrs.0",
+        ],
+    );
+    assert!(
+        after.status.success(),
+        "agent silent after the corpus: {}",
+        String::from_utf8_lossy(&after.stderr)
+    );
+    let parse_errors: u64 = String::from_utf8_lossy(&after.stdout)
+        .trim()
+        .parse()
+        .expect("a count");
+    // The 40 truncations go first; later datagrams may be dropped by a full socket
+    // buffer (the kernel's right) or decode with a wrong community.
+    assert!(
+        parse_errors >= 40,
+        "only {parse_errors} parse errors counted"
+    );
+    assert!(
+        pair.cli.ping(SERVER_INNER, 2),
+        "the tunnel suffered\n{}",
+        pair.logs()
+    );
+}
+
+/// A valid SNMPv2c GetRequest for sysDescr.0 with community "public".
+const GET_SYSDESCR: [u8; 40] = [
+    0x30, 0x26, 0x02, 0x01, 0x01, 0x04, 0x06, b'p', b'u', b'b', b'l', b'i', b'c', 0xa0, 0x19, 0x02,
+    0x01, 0x01, 0x02, 0x01, 0x00, 0x02, 0x01, 0x00, 0x30, 0x0e, 0x30, 0x0c, 0x06, 0x08, 0x2b, 0x06,
+    0x01, 0x02, 0x01, 0x01, 0x01, 0x00, 0x05, 0x00,
+];
+
+/// Sends the fuzz corpus from inside namespace `ns` to `to`; returns how many went.
+fn send_fuzz_corpus(ns: &str, to: std::net::SocketAddr) -> usize {
+    let path = PathBuf::from("/run/netns").join(ns);
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).expect("netns file");
+        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
+        let mut corpus: Vec<Vec<u8>> = Vec::new();
+        // Every truncation of a valid request.
+        corpus.extend((0..GET_SYSDESCR.len()).map(|n| GET_SYSDESCR[..n].to_vec()));
+        // Bit flips in its framing and lengths.
+        for i in 0..GET_SYSDESCR.len() {
+            for bit in [0x01u8, 0x80] {
+                if corpus.len() < 130 {
+                    let mut p = GET_SYSDESCR.to_vec();
+                    p[i] ^= bit;
+                    corpus.push(p);
+                }
+            }
+        }
+        // Lengths claiming more than is there, and nesting without end.
+        corpus.push(vec![0x30, 0x84, 0xff, 0xff, 0xff, 0xff]);
+        corpus.push([0x30, 0x80].repeat(500));
+        // Oversized datagrams.
+        for fill in 0..10u8 {
+            corpus.push(vec![0x30 ^ fill; 60_000]);
+        }
+        // Random bytes.
+        let mut rng = SplitMix64(0xf022);
+        while corpus.len() < 200 {
+            let len = usize::try_from(rng.next_u64() % 1500).expect("fits");
+            let mut p = vec![0u8; len];
+            rng.fill(&mut p);
+            corpus.push(p);
+        }
+        for p in &corpus {
+            socket.send_to(p, to).expect("datagram sent");
+        }
+        corpus.len()
+    })
+    .join()
+    .expect("fuzz thread")
+}
+
 #[test]
 fn two_clients_reach_server_and_each_other_while_strangers_are_refused() {
     const C1: &str = "10.77.0.2";

@@ -88,6 +88,8 @@ pub const RESTART_KEYS: &[&str] = &[
     "tunnel.listen_port",
     "tunnel.threads",
     "monitor.prometheus",
+    "monitor.snmp.enabled",
+    "monitor.snmp.listen",
 ];
 
 impl Change {
@@ -118,6 +120,8 @@ impl Config {
         self.tunnel.listen_port = running.tunnel.listen_port;
         self.tunnel.threads = running.tunnel.threads;
         self.monitor.prometheus = running.monitor.prometheus.clone();
+        self.monitor.snmp.enabled = running.monitor.snmp.enabled;
+        self.monitor.snmp.listen = running.monitor.snmp.listen.clone();
         self
     }
 }
@@ -274,6 +278,10 @@ mod tests {
             ("tunnel.threads", |c| c.tunnel.threads = 4),
             ("monitor.prometheus", |c| {
                 c.monitor.prometheus.enabled = true
+            }),
+            ("monitor.snmp.enabled", |c| c.monitor.snmp.enabled = true),
+            ("monitor.snmp.listen", |c| {
+                c.monitor.snmp.listen = crate::Parsed::parse("127.0.0.1:161")
             }),
         ];
         let listed: Vec<&str> = edits.iter().map(|(k, _)| *k).collect();

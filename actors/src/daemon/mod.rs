@@ -35,6 +35,8 @@ use crate::listener::{self, Listener};
 use crate::logging::LogHandle;
 use crate::metrics::http::PrometheusServer;
 use crate::metrics::Metrics;
+use crate::snmp::agent::{Agent, SnmpAgent};
+use crate::snmp::mib;
 use crate::tun::{self, TunAdapter};
 use crate::tunnel::busy::BusyPoll;
 use crate::tunnel::stats::Stats;
@@ -97,6 +99,9 @@ pub struct Daemon {
     /// Bound in `new` when `monitor.prometheus.enabled`, served from `started`.
     prometheus_listener: Option<std::net::TcpListener>,
     prometheus: Option<Addr<PrometheusServer>>,
+    /// Bound in `new` when `monitor.snmp.enabled`, served from `started`.
+    snmp_socket: Option<std::net::UdpSocket>,
+    snmp: Option<Addr<SnmpAgent>>,
     /// Built in `new` (so a failure stops the start), started in `started`.
     pending: Option<Tunnel>,
     tun: Option<Addr<TunAdapter>>,
@@ -141,6 +146,7 @@ impl Daemon {
         let stats = Arc::new(Stats::default());
         let metrics = Arc::new(Metrics::new(stats.clone(), config.mode()));
         let prometheus_listener = bind_prometheus(&config)?;
+        let snmp_socket = bind_snmp(&config)?;
         let pending = Self::build_tunnel(&config, &runtime, &stats, busy.clone(), &drain, &log)?;
         Ok(Self {
             digest: config.digest(),
@@ -160,6 +166,8 @@ impl Daemon {
             metrics,
             prometheus_listener,
             prometheus: None,
+            snmp_socket,
+            snmp: None,
             pending: Some(pending),
             tun: None,
             listener: None,
@@ -267,6 +275,40 @@ impl Daemon {
             Some(PrometheusServer::new(listener, metrics, daemon, log, token).start());
     }
 
+    fn start_snmp(&mut self) {
+        let Some(socket) = self.snmp_socket.take() else {
+            return;
+        };
+        let snmp = &self.config.monitor.snmp;
+        let community = snmp
+            .community
+            .as_ref()
+            .map(|c| c.expose().as_bytes().to_vec())
+            .unwrap_or_default();
+        let (mode, mode_name) = match self.config.mode() {
+            Mode::Server => (1, "server"),
+            Mode::Client => (2, "client"),
+        };
+        let system = mib::System {
+            descr: format!(
+                "SSSonector {} ({mode_name}), {}",
+                env!("CARGO_PKG_VERSION"),
+                std::env::consts::OS
+            ),
+            name: nix::unistd::gethostname()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            contact: String::new(),
+            location: String::new(),
+            uptime_ticks: 0,
+            mode,
+        };
+        let agent = Agent::new(community, system, self.stats.clone(), self.metrics.clone());
+        let log = self.log.new(slog::o!("actor" => "snmp"));
+        let token = self.drain.as_ref().and_then(Drain::token);
+        self.snmp = Some(SnmpAgent::new(socket, agent, log, token).start());
+    }
+
     fn components(&self) -> Vec<(&'static str, ComponentState)> {
         let audit = match &self.audit {
             None => ComponentState::Off,
@@ -304,7 +346,14 @@ impl Daemon {
                 Some(p) => on(p.connected()),
             },
         ));
-        for unbuilt in ["services", "balancer", "ratelimit", "snmp"] {
+        parts.push((
+            "snmp",
+            match &self.snmp {
+                None => ComponentState::Off,
+                Some(a) => on(a.connected()),
+            },
+        ));
+        for unbuilt in ["services", "balancer", "ratelimit"] {
             parts.push((unbuilt, ComponentState::NotAvailable));
         }
         parts
@@ -402,6 +451,19 @@ fn bind_prometheus(config: &Config) -> Result<Option<std::net::TcpListener>> {
     Ok(Some(listener))
 }
 
+/// Binds the SNMP agent's UDP port when it is enabled.
+fn bind_snmp(config: &Config) -> Result<Option<std::net::UdpSocket>> {
+    let s = &config.monitor.snmp;
+    if !s.enabled {
+        return Ok(None);
+    }
+    let addr = *s.listen.get();
+    let socket = std::net::UdpSocket::bind(addr)
+        .and_then(|u| u.set_nonblocking(true).map(|()| u))
+        .map_err(|e| Error::io(format!("monitor.snmp.listen {addr}"), e))?;
+    Ok(Some(socket))
+}
+
 /// Threads for the data-path runtime: `tunnel.threads`, or half the cores (1 to 8) on
 /// a server and 1 on a client. Measured on 2 cores with one tunnel: 1 thread moved
 /// 6.8 Gbit/s at 1.24 CPU-s/GB, 2 threads 6.4 Gbit/s at 1.42 (cross-thread wakeups).
@@ -430,6 +492,7 @@ impl Actor for Daemon {
         self.start_audit();
         self.start_control(ctx);
         self.start_prometheus(ctx);
+        self.start_snmp();
         self.start_tunnel();
         self.listen_for_signals(ctx);
         info!(self.log, "daemon started";
@@ -541,6 +604,7 @@ impl Handler<Stop> for Daemon {
         // Children stop when their last address is gone, after their queued messages.
         self.control = None;
         self.prometheus = None;
+        self.snmp = None;
         self.audit = None;
         if let Some(l) = self.listener.take() {
             l.do_send(listener::Shutdown);

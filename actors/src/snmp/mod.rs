@@ -1,4 +1,6 @@
 //! The SNMP agent: SNMPv2c and SNMPv3 (USM authPriv) over UDP, serving MIB-II's
 //! `system` group, snmpInPkts/snmpInBadCommunityNames and SSSONECTOR-MIB.
 
+pub mod agent;
+pub mod mib;
 pub mod usm;

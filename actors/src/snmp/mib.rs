@@ -1,0 +1,280 @@
+//! The objects the agent serves, as one sorted view built from a snapshot: MIB-II's
+//! `system` group, the `snmp` group counters and SSSONECTOR-MIB (`mibs/`). Pure: the
+//! agent builds a [`View`] per request and answers Get, GetNext and GetBulk from it.
+
+use std::cmp::Ordering;
+
+use crate::tunnel::stats::{DropReason, Snapshot};
+
+/// An object identifier as its arcs.
+pub type Oid = Vec<u32>;
+
+/// SSSONECTOR-MIB's root: the documentation enterprise number (RFC 5612) 32473, arc 1.
+pub const ROOT: &[u32] = &[1, 3, 6, 1, 4, 1, 32473, 1];
+/// MIB-II `system`.
+const SYSTEM: &[u32] = &[1, 3, 6, 1, 2, 1, 1];
+/// MIB-II `snmp`.
+const SNMP: &[u32] = &[1, 3, 6, 1, 2, 1, 11];
+
+/// A value as SNMP types it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Value {
+    /// INTEGER / Integer32.
+    Integer(i64),
+    /// OCTET STRING (DisplayString).
+    Octets(Vec<u8>),
+    /// OBJECT IDENTIFIER.
+    Oid(Oid),
+    /// Counter32.
+    Counter32(u32),
+    /// Gauge32 / Unsigned32.
+    Gauge32(u32),
+    /// TimeTicks, hundredths of a second.
+    Ticks(u32),
+    /// Counter64.
+    Counter64(u64),
+}
+
+/// Why a Get found nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Missing {
+    /// No such object type here.
+    Object,
+    /// The object exists, not this instance.
+    Instance,
+}
+
+/// What the system group says.
+#[derive(Clone, Debug)]
+pub struct System {
+    /// sysDescr.
+    pub descr: String,
+    /// sysName.
+    pub name: String,
+    /// sysContact.
+    pub contact: String,
+    /// sysLocation.
+    pub location: String,
+    /// Agent uptime in hundredths of a second.
+    pub uptime_ticks: u32,
+    /// 1 server, 2 client (sssMode).
+    pub mode: i64,
+}
+
+/// The agent's own counters (the `snmp` group).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AgentCounts {
+    /// snmpInPkts.
+    pub in_pkts: u32,
+    /// snmpInBadCommunityNames.
+    pub bad_community: u32,
+    /// snmpInASNParseErrs.
+    pub parse_errors: u32,
+}
+
+/// Every object, sorted by OID.
+#[derive(Debug, Default)]
+pub struct View {
+    entries: Vec<(Oid, Value)>,
+}
+
+fn at(base: &[u32], tail: &[u32]) -> Oid {
+    let mut oid = base.to_vec();
+    oid.extend_from_slice(tail);
+    oid
+}
+
+fn text(s: &str) -> Value {
+    Value::Octets(s.as_bytes().to_vec())
+}
+
+fn gauge(n: u64) -> Value {
+    Value::Gauge32(u32::try_from(n).unwrap_or(u32::MAX))
+}
+
+impl View {
+    /// The view of this moment.
+    pub fn build(system: &System, agent: AgentCounts, s: &Snapshot) -> Self {
+        let mut e: Vec<(Oid, Value)> = Vec::with_capacity(64 + 10 * s.peers.len());
+        let root = |tail: &[u32]| at(ROOT, tail);
+        e.push((at(SYSTEM, &[1, 0]), text(&system.descr)));
+        e.push((at(SYSTEM, &[2, 0]), Value::Oid(ROOT.to_vec())));
+        e.push((at(SYSTEM, &[3, 0]), Value::Ticks(system.uptime_ticks)));
+        e.push((at(SYSTEM, &[4, 0]), text(&system.contact)));
+        e.push((at(SYSTEM, &[5, 0]), text(&system.name)));
+        e.push((at(SYSTEM, &[6, 0]), text(&system.location)));
+        e.push((at(SNMP, &[1, 0]), Value::Counter32(agent.in_pkts)));
+        e.push((at(SNMP, &[4, 0]), Value::Counter32(agent.bad_community)));
+        e.push((at(SNMP, &[6, 0]), Value::Counter32(agent.parse_errors)));
+        // sssGeneral
+        e.push((root(&[1, 1, 1, 0]), text(env!("CARGO_PKG_VERSION"))));
+        e.push((root(&[1, 1, 2, 0]), Value::Integer(system.mode)));
+        e.push((root(&[1, 1, 3, 0]), Value::Ticks(system.uptime_ticks)));
+        // sssTraffic
+        let t = &s.totals;
+        let mut traffic = vec![
+            t.bytes_in,
+            t.bytes_out,
+            t.packets_in,
+            t.packets_out,
+            t.wire_bytes_in,
+            t.wire_bytes_out,
+        ];
+        traffic.extend(DropReason::ALL.iter().map(|r| t.drops[*r as usize]));
+        for (i, n) in (1u32..).zip(traffic) {
+            e.push((root(&[1, 2, i, 0]), Value::Counter64(n)));
+        }
+        // sssConnections
+        let failures: u64 = s.handshake_failures.iter().map(|(_, n)| n).sum();
+        e.push((root(&[1, 3, 1, 0]), gauge(s.current)));
+        e.push((root(&[1, 3, 2, 0]), Value::Counter64(s.total)));
+        e.push((root(&[1, 3, 3, 0]), gauge(s.peak)));
+        e.push((root(&[1, 3, 4, 0]), Value::Counter64(failures)));
+        e.push((root(&[1, 3, 5, 0]), Value::Counter64(s.reconnects)));
+        // sssPeerTable, column by column, rows by index.
+        let mut peers: Vec<_> = s
+            .peers
+            .iter()
+            .filter_map(|p| u32::try_from(p.id).ok().map(|i| (i, p)))
+            .collect();
+        peers.sort_by_key(|(i, _)| *i);
+        for column in 2u32..=10 {
+            for (index, p) in &peers {
+                let c = &p.counters;
+                let value = match column {
+                    2 => text(&p.peer),
+                    3 => text(&p.remote),
+                    4 => text(&p.inner.to_string()),
+                    5 => Value::Counter64(c.bytes_in),
+                    6 => Value::Counter64(c.bytes_out),
+                    7 => Value::Counter64(c.packets_in),
+                    8 => Value::Counter64(c.packets_out),
+                    9 => gauge(p.seconds),
+                    _ => text(p.compression.map_or("none", |a| a.as_str())),
+                };
+                e.push((root(&[1, 4, 1, column, *index]), value));
+            }
+        }
+        e.sort_by(|a, b| a.0.cmp(&b.0));
+        Self { entries: e }
+    }
+
+    /// The value at `oid` exactly.
+    ///
+    /// # Errors
+    /// [`Missing::Instance`] when `oid` lies under a served object or column,
+    /// [`Missing::Object`] otherwise.
+    pub fn get(&self, oid: &[u32]) -> Result<&Value, Missing> {
+        match self
+            .entries
+            .binary_search_by(|(o, _)| o.as_slice().cmp(oid))
+        {
+            Ok(i) => Ok(&self.entries[i].1),
+            Err(_) if self.is_known_object(oid) => Err(Missing::Instance),
+            Err(_) => Err(Missing::Object),
+        }
+    }
+
+    /// The first object after `oid` in lexicographic order; `None` at the end of the
+    /// view (endOfMibView).
+    pub fn next(&self, oid: &[u32]) -> Option<(&Oid, &Value)> {
+        let i = self
+            .entries
+            .partition_point(|(o, _)| o.as_slice().cmp(oid) != Ordering::Greater);
+        self.entries.get(i).map(|(o, v)| (o, v))
+    }
+
+    /// Whether `oid` names an instance of an object type served here: an entry's
+    /// OID without its last arc (`.0` of a scalar, a row's index) is its prefix.
+    fn is_known_object(&self, oid: &[u32]) -> bool {
+        (1..oid.len()).any(|n| {
+            let prefix = &oid[..n];
+            let i = self.entries.partition_point(|(o, _)| o.as_slice() < prefix);
+            self.entries
+                .get(i)
+                .is_some_and(|(o, _)| o.len() == n + 1 && o.starts_with(prefix))
+        })
+    }
+
+    /// Objects in the view.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the view is empty (it never is: the system group is always there).
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tunnel::stats::{Session, Stats};
+    use std::sync::atomic::Ordering::Relaxed;
+    use std::sync::Arc;
+
+    fn system() -> System {
+        System {
+            descr: "SSSonector".into(),
+            name: "host".into(),
+            contact: String::new(),
+            location: String::new(),
+            uptime_ticks: 100,
+            mode: 1,
+        }
+    }
+
+    fn view_with_peers(n: usize) -> View {
+        let stats = Stats::default();
+        for i in 0..n {
+            let s = Session::starting(
+                format!("c{i}"),
+                "192.0.2.1:1".into(),
+                "10.0.0.2".parse().expect("ip"),
+                None,
+                Arc::default(),
+            );
+            s.counters.bytes_in.fetch_add(10 * i as u64, Relaxed);
+            stats.opened(s);
+        }
+        View::build(&system(), AgentCounts::default(), &stats.snapshot())
+    }
+
+    #[test]
+    fn walking_visits_every_object_once_in_order() {
+        let view = view_with_peers(3);
+        let mut oid: Oid = vec![0];
+        let mut seen = Vec::new();
+        while let Some((next, _)) = view.next(&oid) {
+            assert!(next.as_slice() > oid.as_slice(), "{next:?} after {oid:?}");
+            oid = next.clone();
+            seen.push(oid.clone());
+        }
+        assert_eq!(seen.len(), view.len());
+        // 9 system and snmp, 3 general, 11 traffic, 5 connection, 9 columns x 3 rows.
+        assert_eq!(seen.len(), 9 + 3 + 11 + 5 + 27);
+    }
+
+    #[test]
+    fn get_tells_missing_instances_from_missing_objects() {
+        let view = view_with_peers(1);
+        assert_eq!(view.get(&at(SYSTEM, &[5, 0])), Ok(&text("host")));
+        assert_eq!(view.get(&at(SYSTEM, &[5, 1])), Err(Missing::Instance));
+        assert_eq!(view.get(&at(SYSTEM, &[5])), Err(Missing::Object));
+        assert_eq!(
+            view.get(&at(ROOT, &[1, 4, 1, 2, 999_999])),
+            Err(Missing::Instance)
+        );
+        assert_eq!(view.get(&[1, 3, 6, 1, 9]), Err(Missing::Object));
+        assert_eq!(view.next(&[2]), None, "past the end");
+    }
+
+    #[test]
+    fn the_peer_table_is_column_major_with_the_session_id_as_index() {
+        let view = view_with_peers(2);
+        let first = view.next(&at(ROOT, &[1, 4])).expect("a row");
+        assert_eq!(first.0[..ROOT.len() + 4], at(ROOT, &[1, 4, 1, 2])[..]);
+        assert!(matches!(first.1, Value::Octets(_)));
+    }
+}
