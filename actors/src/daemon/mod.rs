@@ -437,31 +437,44 @@ impl Daemon {
     }
 }
 
-/// Binds the Prometheus endpoint's port when it is enabled, so a port in use stops
-/// the start instead of failing later.
-fn bind_prometheus(config: &Config) -> Result<Option<std::net::TcpListener>> {
-    let p = &config.monitor.prometheus;
-    if !p.enabled {
+/// Binds a monitoring port at start when it is `enabled`, non-blocking for the actor
+/// that adopts it, so a port in use stops the start instead of failing later; `key`
+/// names the setting in the error.
+fn bind_enabled<T>(
+    enabled: bool,
+    key: &str,
+    addr: std::net::SocketAddr,
+    bind: impl FnOnce(std::net::SocketAddr) -> std::io::Result<T>,
+) -> Result<Option<T>> {
+    if !enabled {
         return Ok(None);
     }
-    let addr = *p.listen.get();
-    let listener = std::net::TcpListener::bind(addr)
-        .and_then(|l| l.set_nonblocking(true).map(|()| l))
-        .map_err(|e| Error::io(format!("monitor.prometheus.listen {addr}"), e))?;
-    Ok(Some(listener))
+    bind(addr)
+        .map(Some)
+        .map_err(|e| Error::io(format!("{key} {addr}"), e))
 }
 
-/// Binds the SNMP agent's UDP port when it is enabled.
+fn bind_prometheus(config: &Config) -> Result<Option<std::net::TcpListener>> {
+    let p = &config.monitor.prometheus;
+    bind_enabled(
+        p.enabled,
+        "monitor.prometheus.listen",
+        *p.listen.get(),
+        |a| {
+            let l = std::net::TcpListener::bind(a)?;
+            l.set_nonblocking(true)?;
+            Ok(l)
+        },
+    )
+}
+
 fn bind_snmp(config: &Config) -> Result<Option<std::net::UdpSocket>> {
     let s = &config.monitor.snmp;
-    if !s.enabled {
-        return Ok(None);
-    }
-    let addr = *s.listen.get();
-    let socket = std::net::UdpSocket::bind(addr)
-        .and_then(|u| u.set_nonblocking(true).map(|()| u))
-        .map_err(|e| Error::io(format!("monitor.snmp.listen {addr}"), e))?;
-    Ok(Some(socket))
+    bind_enabled(s.enabled, "monitor.snmp.listen", *s.listen.get(), |a| {
+        let u = std::net::UdpSocket::bind(a)?;
+        u.set_nonblocking(true)?;
+        Ok(u)
+    })
 }
 
 /// Threads for the data-path runtime: `tunnel.threads`, or half the cores (1 to 8) on
