@@ -90,6 +90,7 @@ pub const RESTART_KEYS: &[&str] = &[
     "monitor.prometheus",
     "monitor.snmp.enabled",
     "monitor.snmp.listen",
+    "monitor.snmp.engine_file",
 ];
 
 impl Change {
@@ -122,6 +123,7 @@ impl Config {
         self.monitor.prometheus = running.monitor.prometheus.clone();
         self.monitor.snmp.enabled = running.monitor.snmp.enabled;
         self.monitor.snmp.listen = running.monitor.snmp.listen.clone();
+        self.monitor.snmp.engine_file = running.monitor.snmp.engine_file.clone();
         self
     }
 }
@@ -282,6 +284,9 @@ mod tests {
             ("monitor.snmp.enabled", |c| c.monitor.snmp.enabled = true),
             ("monitor.snmp.listen", |c| {
                 c.monitor.snmp.listen = crate::Parsed::parse("127.0.0.1:161")
+            }),
+            ("monitor.snmp.engine_file", |c| {
+                c.monitor.snmp.engine_file = "/tmp/other.json".into()
             }),
         ];
         let listed: Vec<&str> = edits.iter().map(|(k, _)| *k).collect();

@@ -83,6 +83,8 @@ pub mod defaults {
     pub const PROMETHEUS_LISTEN: &str = "127.0.0.1:9650";
     /// `monitor.snmp.listen`: an unprivileged port by default.
     pub const SNMP_LISTEN: &str = "127.0.0.1:1161";
+    /// `monitor.snmp.engine_file`.
+    pub const SNMP_ENGINE_FILE: &str = "/var/lib/sssonector/snmp-engine.json";
     /// `control.socket`.
     pub const CONTROL_SOCKET: &str = "/run/sssonector/control.sock";
     /// `control.mode`: owner only.
@@ -495,6 +497,15 @@ pub struct Snmp {
     pub users: Vec<SnmpUser>,
     /// Where notifications go.
     pub trap_targets: Vec<TrapTarget>,
+    /// sysContact: who looks after this daemon. Reload: live.
+    pub contact: String,
+    /// sysLocation: where it runs. Reload: live.
+    pub location: String,
+    /// Where the SNMPv3 engine keeps its ID and boot count (RFC 3414 §2.2: boots
+    /// must grow across restarts, or old messages could be replayed). Written at each
+    /// start when `users` is set. Default `/var/lib/sssonector/snmp-engine.json`.
+    /// Reload: needs a restart.
+    pub engine_file: PathBuf,
 }
 
 impl Default for Snmp {
@@ -505,6 +516,9 @@ impl Default for Snmp {
             community: None,
             users: Vec::new(),
             trap_targets: Vec::new(),
+            contact: String::new(),
+            location: String::new(),
+            engine_file: PathBuf::from(defaults::SNMP_ENGINE_FILE),
         }
     }
 }

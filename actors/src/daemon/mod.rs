@@ -12,6 +12,7 @@
 
 pub mod health;
 
+use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,8 +36,10 @@ use crate::listener::{self, Listener};
 use crate::logging::LogHandle;
 use crate::metrics::http::PrometheusServer;
 use crate::metrics::Metrics;
-use crate::snmp::agent::{Agent, SnmpAgent};
+use crate::snmp::agent::{self, Agent, SnmpAgent};
 use crate::snmp::mib;
+use crate::snmp::usm::Engine;
+use crate::snmp::v3::Usm;
 use crate::tun::{self, TunAdapter};
 use crate::tunnel::busy::BusyPoll;
 use crate::tunnel::stats::Stats;
@@ -99,9 +102,12 @@ pub struct Daemon {
     /// Bound in `new` when `monitor.prometheus.enabled`, served from `started`.
     prometheus_listener: Option<std::net::TcpListener>,
     prometheus: Option<Addr<PrometheusServer>>,
-    /// Bound in `new` when `monitor.snmp.enabled`, served from `started`.
-    snmp_socket: Option<std::net::UdpSocket>,
+    /// Bound in `new` when `monitor.snmp.enabled`, with the SNMPv3 engine state
+    /// (persisted then too), served from `started`.
+    snmp_socket: Option<(std::net::UdpSocket, Engine)>,
     snmp: Option<Addr<SnmpAgent>>,
+    /// What the agent answers with, kept to hand it reloaded credentials.
+    snmp_agent: Option<Arc<Agent>>,
     /// Built in `new` (so a failure stops the start), started in `started`.
     pending: Option<Tunnel>,
     tun: Option<Addr<TunAdapter>>,
@@ -168,6 +174,7 @@ impl Daemon {
             prometheus: None,
             snmp_socket,
             snmp: None,
+            snmp_agent: None,
             pending: Some(pending),
             tun: None,
             listener: None,
@@ -276,15 +283,10 @@ impl Daemon {
     }
 
     fn start_snmp(&mut self) {
-        let Some(socket) = self.snmp_socket.take() else {
+        let Some((socket, engine)) = self.snmp_socket.take() else {
             return;
         };
         let snmp = &self.config.monitor.snmp;
-        let community = snmp
-            .community
-            .as_ref()
-            .map(|c| c.expose().as_bytes().to_vec())
-            .unwrap_or_default();
         let (mode, mode_name) = match self.config.mode() {
             Mode::Server => (1, "server"),
             Mode::Client => (2, "client"),
@@ -298,14 +300,22 @@ impl Daemon {
             name: nix::unistd::gethostname()
                 .map(|h| h.to_string_lossy().into_owned())
                 .unwrap_or_default(),
-            contact: String::new(),
-            location: String::new(),
+            contact: snmp.contact.clone(),
+            location: snmp.location.clone(),
             uptime_ticks: 0,
             mode,
         };
-        let agent = Agent::new(community, system, self.stats.clone(), self.metrics.clone());
+        let usm = Usm::new(engine, &snmp.users);
+        let agent = Arc::new(Agent::new(
+            agent::community(snmp),
+            usm,
+            system,
+            self.stats.clone(),
+            self.metrics.clone(),
+        ));
         let log = self.log.new(slog::o!("actor" => "snmp"));
         let token = self.drain.as_ref().and_then(Drain::token);
+        self.snmp_agent = Some(agent.clone());
         self.snmp = Some(SnmpAgent::new(socket, agent, log, token).start());
     }
 
@@ -419,6 +429,9 @@ impl Daemon {
         if let Some(d) = &self.dialer {
             d.do_send(dialer::Reconfigure(Box::new(new.clone())));
         }
+        if let Some(agent) = &self.snmp_agent {
+            agent.reconfigure(&new.monitor.snmp);
+        }
         if let Some(t) = &self.tun {
             let routes = new.network.routes.iter().map(|r| *r.get()).collect();
             t.do_send(tun::SetRoutes(routes));
@@ -468,13 +481,35 @@ fn bind_prometheus(config: &Config) -> Result<Option<std::net::TcpListener>> {
     )
 }
 
-fn bind_snmp(config: &Config) -> Result<Option<std::net::UdpSocket>> {
+fn bind_snmp(config: &Config) -> Result<Option<(std::net::UdpSocket, Engine)>> {
     let s = &config.monitor.snmp;
-    bind_enabled(s.enabled, "monitor.snmp.listen", *s.listen.get(), |a| {
+    let Some(socket) = bind_enabled(s.enabled, "monitor.snmp.listen", *s.listen.get(), |a| {
         let u = std::net::UdpSocket::bind(a)?;
         u.set_nonblocking(true)?;
         Ok(u)
-    })
+    })?
+    else {
+        return Ok(None);
+    };
+    Ok(Some((socket, snmp_engine(s)?)))
+}
+
+/// The SNMPv3 engine: persisted in `engine_file` when there are users, so its boot
+/// count grows across restarts; a throwaway one otherwise (v2c only).
+fn snmp_engine(snmp: &sssonector_config::Snmp) -> Result<Engine> {
+    if snmp.users.is_empty() {
+        return Ok(Engine::ephemeral());
+    }
+    let path = &snmp.engine_file;
+    let what = || format!("monitor.snmp.engine_file {}", path.display());
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| Error::io(what(), e))?;
+    }
+    Engine::load_or_create(path).map_err(|e| Error::io(what(), e))
 }
 
 /// Threads for the data-path runtime: `tunnel.threads`, or half the cores (1 to 8) on
@@ -618,6 +653,7 @@ impl Handler<Stop> for Daemon {
         self.control = None;
         self.prometheus = None;
         self.snmp = None;
+        self.snmp_agent = None;
         self.audit = None;
         if let Some(l) = self.listener.take() {
             l.do_send(listener::Shutdown);

@@ -1,26 +1,31 @@
-//! The SNMP agent actor: SNMPv2c Get, GetNext and GetBulk over UDP, read-only, with
-//! BER from rasn-snmp. Each datagram is answered from a [`View`] of this moment.
+//! The SNMP agent actor: SNMPv2c and SNMPv3 (USM authPriv) Get, GetNext and GetBulk
+//! over UDP, read-only, with BER from rasn-snmp. Each datagram is answered from a
+//! [`View`] of this moment.
 //!
 //! A datagram that does not decode is counted (snmpInASNParseErrs) and dropped; a
 //! wrong community is counted (snmpInBadCommunityNames) and gets no answer, as RFC
-//! 3584 asks; a SET is answered `notWritable`. Responses stay within
-//! [`MAX_RESPONSE`] bytes: GetBulk returns as many bindings as fit, Get and GetNext
-//! answer `tooBig` when theirs do not.
+//! 3584 asks; a v3 message USM refuses is counted in usmStats and answered with a
+//! Report when the manager asked for one ([`v3`](super::v3)); a SET is answered
+//! `notWritable`. Responses stay within [`MAX_RESPONSE`] bytes and the manager's
+//! msgMaxSize: GetBulk returns as many bindings as fit, Get and GetNext answer `tooBig`
+//! when theirs do not.
 
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Instant;
 
 use actix::prelude::*;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use rasn::types::{Integer, ObjectIdentifier, OctetString};
 use rasn_smi::v1::{Counter, Gauge, TimeTicks};
 use rasn_smi::v2::{ApplicationSyntax, Counter64, ObjectSyntax, SimpleSyntax};
-use rasn_snmp::v2::{Pdu, Pdus, Response, VarBind, VarBindValue};
+use rasn_snmp::v2::{Pdu, Pdus, Report, Response, VarBind, VarBindValue};
 use rasn_snmp::v2c::Message;
 use slog::{debug, error, info, Logger};
 use tokio::net::UdpSocket;
 
-use super::mib::{AgentCounts, Missing, System, Value, View};
+use super::mib::{self, AgentCounts, Missing, System, Value, View};
+use super::v3::{self, Rejected, Request, Usm};
 use crate::drain::DrainToken;
 use crate::metrics::Metrics;
 use crate::tunnel::stats::Stats;
@@ -29,90 +34,106 @@ use crate::tunnel::stats::Stats;
 pub const MAX_RESPONSE: usize = 1472;
 /// Largest request read.
 const MAX_REQUEST: usize = 65_535;
-/// Bytes of a response around its bindings (message and PDU headers, community).
-const OVERHEAD: usize = 64;
+/// Bytes of a v2c response around its bindings (message and PDU headers), beside the
+/// community.
+const OVERHEAD_V2C: usize = 64;
+/// Bytes of a v3 response around its bindings (header, USM parameters with a 48-octet
+/// MAC and an engine ID of up to 32, scoped PDU header), beside the user name.
+const OVERHEAD_V3: usize = 224;
 /// GetBulk repetitions served at most, whatever the request asks.
 const MAX_REPETITIONS: u32 = 256;
 
 /// What the agent answers with.
 pub struct Agent {
-    community: Vec<u8>,
-    system: System,
+    /// The v2c community; `None` turns v2c off. Swapped on reload.
+    community: ArcSwapOption<Vec<u8>>,
+    usm: Usm,
+    /// sysContact and sysLocation change on reload.
+    system: ArcSwap<System>,
     started: Instant,
     stats: Arc<Stats>,
     metrics: Arc<Metrics>,
     in_pkts: AtomicU32,
     bad_community: AtomicU32,
     parse_errors: AtomicU32,
+    unknown_contexts: AtomicU32,
 }
 
 impl Agent {
-    /// An agent answering `community` (v2c, read-only).
+    /// An agent answering v2c for `community` and v3 for `usm`'s users.
     pub fn new(
-        community: Vec<u8>,
+        community: Option<Vec<u8>>,
+        usm: Usm,
         system: System,
         stats: Arc<Stats>,
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
-            community,
-            system,
+            community: ArcSwapOption::from(community.map(Arc::new)),
+            usm,
+            system: ArcSwap::from_pointee(system),
             started: Instant::now(),
             stats,
             metrics,
             in_pkts: AtomicU32::new(0),
             bad_community: AtomicU32::new(0),
             parse_errors: AtomicU32::new(0),
+            unknown_contexts: AtomicU32::new(0),
         }
     }
 
-    fn count(&self, pdu: &str, result: &str) {
+    /// Takes what a reload may change (community, users, sysContact, sysLocation);
+    /// the next datagram sees it.
+    pub fn reconfigure(&self, snmp: &sssonector_config::Snmp) {
+        self.community.store(community(snmp).map(Arc::new));
+        self.usm.set_users(&snmp.users);
+        let mut system = System::clone(&self.system.load());
+        system.contact.clone_from(&snmp.contact);
+        system.location.clone_from(&snmp.location);
+        self.system.store(Arc::new(system));
+    }
+
+    /// The USM engine (for notifications).
+    pub fn usm(&self) -> &Usm {
+        &self.usm
+    }
+
+    fn count(&self, version: &str, pdu: &str, result: &str) {
         self.metrics
             .snmp
-            .with_label_values(&["2c", pdu, result])
+            .with_label_values(&[version, pdu, result])
             .inc();
     }
 
     /// The response to one datagram, if it gets one.
     pub fn answer(&self, datagram: &[u8]) -> Option<Vec<u8>> {
         self.in_pkts.fetch_add(1, Relaxed);
-        let Ok(msg) = rasn::ber::decode::<Message<Pdus>>(datagram) else {
-            self.parse_errors.fetch_add(1, Relaxed);
-            self.count("unknown", "parse_error");
-            return None;
-        };
+        if let Ok(msg) = rasn::ber::decode::<Message<Pdus>>(datagram) {
+            return self.answer_v2c(msg);
+        }
+        if let Ok(msg) = rasn::ber::decode::<rasn_snmp::v3::Message>(datagram) {
+            return self.answer_v3(datagram, msg);
+        }
+        self.parse_errors.fetch_add(1, Relaxed);
+        self.count("unknown", "unknown", "parse_error");
+        None
+    }
+
+    fn answer_v2c(&self, msg: Message<Pdus>) -> Option<Vec<u8>> {
         if msg.version != Integer::from(1) {
             self.parse_errors.fetch_add(1, Relaxed);
-            self.count("unknown", "bad_version");
+            self.count("unknown", "unknown", "bad_version");
             return None;
         }
-        if msg.community.as_ref() != self.community.as_slice() {
+        let community = self.community.load();
+        if community.as_deref().map(Vec::as_slice) != Some(msg.community.as_ref()) {
             self.bad_community.fetch_add(1, Relaxed);
-            self.count("unknown", "bad_community");
+            self.count("2c", "unknown", "bad_community");
             return None;
         }
-        let view = self.view();
-        let (name, pdu) = match msg.data {
-            Pdus::GetRequest(r) => ("get", self.get(&view, r.0)),
-            Pdus::GetNextRequest(r) => ("getnext", self.get_next(&view, r.0)),
-            Pdus::GetBulkRequest(r) => ("getbulk", self.get_bulk(&view, r.0)),
-            Pdus::SetRequest(r) => {
-                let mut p = r.0;
-                p.error_status = Pdu::ERROR_STATUS_NOT_WRITABLE;
-                p.error_index = 1;
-                ("set", p)
-            }
-            _ => {
-                self.count("other", "ignored");
-                return None;
-            }
-        };
-        let result = match pdu.error_status {
-            Pdu::ERROR_STATUS_NO_ERROR => "ok",
-            Pdu::ERROR_STATUS_TOO_BIG => "too_big",
-            _ => "not_writable",
-        };
-        self.count(name, result);
+        let budget = MAX_RESPONSE.saturating_sub(OVERHEAD_V2C + msg.community.len());
+        let (name, pdu) = self.operate(msg.data, budget)?;
+        self.count("2c", name, result(&pdu));
         let reply = Message {
             version: msg.version,
             community: msg.community,
@@ -121,19 +142,80 @@ impl Agent {
         rasn::ber::encode(&reply).ok()
     }
 
+    fn answer_v3(&self, datagram: &[u8], msg: rasn_snmp::v3::Message) -> Option<Vec<u8>> {
+        let request = match self.usm.open(datagram, msg) {
+            Ok(r) => r,
+            Err(Rejected::Malformed(why)) => {
+                self.parse_errors.fetch_add(1, Relaxed);
+                self.count("3", "unknown", why);
+                return None;
+            }
+            Err(Rejected::Refused { why, report }) => {
+                self.count("3", "unknown", why.as_str());
+                return report;
+            }
+        };
+        if !self.our_context(&request) {
+            let n = self.unknown_contexts.fetch_add(1, Relaxed) + 1;
+            self.count("3", "unknown", "unknown_context");
+            let report = counter_report(&request, mib::UNKNOWN_CONTEXTS, n);
+            return self.usm.seal(&request, report);
+        }
+        let room = request.max_size.min(MAX_RESPONSE);
+        let budget = room.saturating_sub(OVERHEAD_V3 + request.user.len());
+        let (name, pdu) = self.operate(request.scoped.data.clone(), budget)?;
+        self.count("3", name, result(&pdu));
+        self.usm.seal(&request, Pdus::Response(Response(pdu)))
+    }
+
+    /// Whether a v3 request names the one context we serve: the default (empty) name
+    /// of our engine.
+    fn our_context(&self, request: &Request) -> bool {
+        let engine = request.scoped.engine_id.as_ref();
+        request.scoped.name.is_empty() && (engine.is_empty() || engine == self.usm.engine().id())
+    }
+
+    /// Carries out a request PDU: its name for counting and the response PDU; `None`
+    /// for PDUs an agent does not answer (responses, traps, reports).
+    fn operate(&self, pdus: Pdus, budget: usize) -> Option<(&'static str, Pdu)> {
+        let view = self.view();
+        Some(match pdus {
+            Pdus::GetRequest(r) => ("get", self.get(&view, r.0, budget)),
+            Pdus::GetNextRequest(r) => ("getnext", self.get_next(&view, r.0, budget)),
+            Pdus::GetBulkRequest(r) => ("getbulk", self.get_bulk(&view, r.0, budget)),
+            Pdus::SetRequest(r) => {
+                let mut p = r.0;
+                p.error_status = Pdu::ERROR_STATUS_NOT_WRITABLE;
+                p.error_index = 1;
+                ("set", p)
+            }
+            _ => {
+                self.count("any", "other", "ignored");
+                return None;
+            }
+        })
+    }
+
     fn view(&self) -> View {
-        let mut system = self.system.clone();
+        let mut system = System::clone(&self.system.load());
         let ticks = self.started.elapsed().as_millis() / 10;
         system.uptime_ticks = u32::try_from(ticks).unwrap_or(u32::MAX);
+        let engine = self.usm.engine();
         let counts = AgentCounts {
             in_pkts: self.in_pkts.load(Relaxed),
             bad_community: self.bad_community.load(Relaxed),
             parse_errors: self.parse_errors.load(Relaxed),
+            engine_id: engine.id().to_vec(),
+            engine_boots: engine.boots(),
+            engine_time: engine.time(),
+            max_message: v3::MAX_MESSAGE,
+            unknown_contexts: self.unknown_contexts.load(Relaxed),
+            usm: self.usm.refused(),
         };
-        View::build(&system, counts, &self.stats.snapshot())
+        View::build(&system, &counts, &self.stats.snapshot())
     }
 
-    fn get(&self, view: &View, mut pdu: Pdu) -> Pdu {
+    fn get(&self, view: &View, mut pdu: Pdu, budget: usize) -> Pdu {
         for vb in &mut pdu.variable_bindings {
             vb.value = match view.get(&arcs(&vb.name)) {
                 Ok(v) => VarBindValue::Value(syntax(v)),
@@ -141,17 +223,17 @@ impl Agent {
                 Err(Missing::Object) => VarBindValue::NoSuchObject,
             };
         }
-        fit_or_too_big(pdu)
+        fit_or_too_big(pdu, budget)
     }
 
-    fn get_next(&self, view: &View, mut pdu: Pdu) -> Pdu {
+    fn get_next(&self, view: &View, mut pdu: Pdu, budget: usize) -> Pdu {
         for vb in &mut pdu.variable_bindings {
             *vb = next_binding(view, &vb.name);
         }
-        fit_or_too_big(pdu)
+        fit_or_too_big(pdu, budget)
     }
 
-    fn get_bulk(&self, view: &View, bulk: rasn_snmp::v2::BulkPdu) -> Pdu {
+    fn get_bulk(&self, view: &View, bulk: rasn_snmp::v2::BulkPdu, mut budget: usize) -> Pdu {
         let names: Vec<ObjectIdentifier> = bulk
             .variable_bindings
             .iter()
@@ -160,7 +242,6 @@ impl Agent {
         let non_rep = (bulk.non_repeaters as usize).min(names.len());
         let reps = bulk.max_repetitions.min(MAX_REPETITIONS);
         let mut out = Vec::new();
-        let mut budget = MAX_RESPONSE - OVERHEAD;
         let mut push = |vb: VarBind, out: &mut Vec<VarBind>| -> bool {
             let size = rasn::ber::encode(&vb).map_or(usize::MAX, |b| b.len());
             if size > budget {
@@ -222,11 +303,11 @@ fn next_binding(view: &View, name: &ObjectIdentifier) -> VarBind {
     }
 }
 
-/// `pdu` as it is when its encoding fits [`MAX_RESPONSE`]; otherwise tooBig with no
+/// `pdu` as it is when its encoding fits `budget` bytes; otherwise tooBig with no
 /// bindings (RFC 3416 §4.2.1).
-fn fit_or_too_big(pdu: Pdu) -> Pdu {
+fn fit_or_too_big(pdu: Pdu, budget: usize) -> Pdu {
     let size = rasn::ber::encode(&pdu).map_or(usize::MAX, |b| b.len());
-    if size + OVERHEAD <= MAX_RESPONSE {
+    if size <= budget {
         return pdu;
     }
     Pdu {
@@ -235,6 +316,45 @@ fn fit_or_too_big(pdu: Pdu) -> Pdu {
         variable_bindings: Vec::new(),
         ..pdu
     }
+}
+
+/// The v2c community of `snmp`; none (v2c off) when unset or empty.
+pub fn community(snmp: &sssonector_config::Snmp) -> Option<Vec<u8>> {
+    snmp.community
+        .as_ref()
+        .map(|c| c.expose().as_bytes().to_vec())
+        .filter(|c| !c.is_empty())
+}
+
+/// The label a response PDU is counted under.
+fn result(pdu: &Pdu) -> &'static str {
+    match pdu.error_status {
+        Pdu::ERROR_STATUS_NO_ERROR => "ok",
+        Pdu::ERROR_STATUS_TOO_BIG => "too_big",
+        _ => "not_writable",
+    }
+}
+
+/// A Report PDU carrying one counter (RFC 3412 §7.1 step 3).
+fn counter_report(request: &Request, oid: &[u32], count: u32) -> Pdus {
+    let request_id = match &request.scoped.data {
+        Pdus::GetRequest(r) => r.0.request_id,
+        Pdus::GetNextRequest(r) => r.0.request_id,
+        Pdus::GetBulkRequest(r) => r.0.request_id,
+        Pdus::SetRequest(r) => r.0.request_id,
+        _ => 0,
+    };
+    Pdus::Report(Report(Pdu {
+        request_id,
+        error_status: Pdu::ERROR_STATUS_NO_ERROR,
+        error_index: 0,
+        variable_bindings: vec![VarBind {
+            name: ObjectIdentifier::new_unchecked(oid.to_vec().into()),
+            value: VarBindValue::Value(ObjectSyntax::ApplicationWide(ApplicationSyntax::Counter(
+                Counter(count),
+            ))),
+        }],
+    }))
 }
 
 fn arcs(oid: &ObjectIdentifier) -> Vec<u32> {
@@ -274,13 +394,13 @@ impl SnmpAgent {
     /// An actor serving `agent` on `socket` (bound, non-blocking).
     pub fn new(
         socket: std::net::UdpSocket,
-        agent: Agent,
+        agent: Arc<Agent>,
         log: Logger,
         drain: Option<DrainToken>,
     ) -> Self {
         Self {
             socket: Some(socket),
-            agent: Arc::new(agent),
+            agent,
             log,
             serving: None,
             _drain: drain,

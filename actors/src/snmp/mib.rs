@@ -15,6 +15,12 @@ pub const ROOT: &[u32] = &[1, 3, 6, 1, 4, 1, 32473, 1];
 const SYSTEM: &[u32] = &[1, 3, 6, 1, 2, 1, 1];
 /// MIB-II `snmp`.
 const SNMP: &[u32] = &[1, 3, 6, 1, 2, 1, 11];
+/// SNMP-FRAMEWORK-MIB `snmpEngine` (RFC 3411).
+const SNMP_ENGINE: &[u32] = &[1, 3, 6, 1, 6, 3, 10, 2, 1];
+/// SNMP-TARGET-MIB `snmpUnknownContexts` (RFC 3413): requests for a context we lack.
+pub const UNKNOWN_CONTEXTS: &[u32] = &[1, 3, 6, 1, 6, 3, 12, 1, 5, 0];
+/// SNMP-USER-BASED-SM-MIB `usmStats` (RFC 3414).
+const USM_STATS: &[u32] = &[1, 3, 6, 1, 6, 3, 15, 1, 1];
 
 /// A value as SNMP types it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,9 +67,22 @@ pub struct System {
     pub mode: i64,
 }
 
-/// The agent's own counters (the `snmp` group).
-#[derive(Clone, Copy, Debug, Default)]
+/// The agent's own state and counters (the `snmp` group, the SNMPv3 engine).
+#[derive(Clone, Debug, Default)]
 pub struct AgentCounts {
+    /// snmpEngineID.
+    pub engine_id: Vec<u8>,
+    /// snmpEngineBoots.
+    pub engine_boots: u32,
+    /// snmpEngineTime, seconds.
+    pub engine_time: u32,
+    /// snmpEngineMaxMessageSize.
+    pub max_message: u32,
+    /// snmpUnknownContexts.
+    pub unknown_contexts: u32,
+    /// usmStats 1 to 6: unsupported levels, not in time window, unknown users,
+    /// unknown engine IDs, wrong digests, decryption errors.
+    pub usm: [u32; 6],
     /// snmpInPkts.
     pub in_pkts: u32,
     /// snmpInBadCommunityNames.
@@ -94,7 +113,7 @@ fn gauge(n: u64) -> Value {
 
 impl View {
     /// The view of this moment.
-    pub fn build(system: &System, agent: AgentCounts, s: &Snapshot) -> Self {
+    pub fn build(system: &System, agent: &AgentCounts, s: &Snapshot) -> Self {
         let mut e: Vec<(Oid, Value)> = Vec::with_capacity(64 + 10 * s.peers.len());
         let root = |tail: &[u32]| at(ROOT, tail);
         e.push((at(SYSTEM, &[1, 0]), text(&system.descr)));
@@ -106,6 +125,21 @@ impl View {
         e.push((at(SNMP, &[1, 0]), Value::Counter32(agent.in_pkts)));
         e.push((at(SNMP, &[4, 0]), Value::Counter32(agent.bad_community)));
         e.push((at(SNMP, &[6, 0]), Value::Counter32(agent.parse_errors)));
+        let clamp = |n: u32| Value::Integer(i64::from(n.min(i32::MAX as u32)));
+        e.push((
+            at(SNMP_ENGINE, &[1, 0]),
+            Value::Octets(agent.engine_id.clone()),
+        ));
+        e.push((at(SNMP_ENGINE, &[2, 0]), clamp(agent.engine_boots)));
+        e.push((at(SNMP_ENGINE, &[3, 0]), clamp(agent.engine_time)));
+        e.push((at(SNMP_ENGINE, &[4, 0]), clamp(agent.max_message)));
+        e.push((
+            UNKNOWN_CONTEXTS.to_vec(),
+            Value::Counter32(agent.unknown_contexts),
+        ));
+        for (i, n) in (1u32..).zip(agent.usm) {
+            e.push((at(USM_STATS, &[i, 0]), Value::Counter32(n)));
+        }
         // sssGeneral
         e.push((root(&[1, 1, 1, 0]), text(env!("CARGO_PKG_VERSION"))));
         e.push((root(&[1, 1, 2, 0]), Value::Integer(system.mode)));
@@ -238,7 +272,7 @@ mod tests {
             s.counters.bytes_in.fetch_add(10 * i as u64, Relaxed);
             stats.opened(s);
         }
-        View::build(&system(), AgentCounts::default(), &stats.snapshot())
+        View::build(&system(), &AgentCounts::default(), &stats.snapshot())
     }
 
     #[test]
@@ -252,8 +286,9 @@ mod tests {
             seen.push(oid.clone());
         }
         assert_eq!(seen.len(), view.len());
-        // 9 system and snmp, 3 general, 11 traffic, 5 connection, 9 columns x 3 rows.
-        assert_eq!(seen.len(), 9 + 3 + 11 + 5 + 27);
+        // 9 system and snmp, 3 general, 11 traffic, 5 connection, 9 columns x 3 rows,
+        // 4 engine, snmpUnknownContexts, 6 usmStats.
+        assert_eq!(seen.len(), 9 + 3 + 11 + 5 + 27 + 4 + 1 + 6);
     }
 
     #[test]

@@ -4,3 +4,4 @@
 pub mod agent;
 pub mod mib;
 pub mod usm;
+pub mod v3;
