@@ -212,13 +212,13 @@ impl Agent {
             unknown_contexts: self.unknown_contexts.load(Relaxed),
             usm: self.usm.refused(),
         };
-        View::build(&system, &counts, &self.stats.snapshot())
+        View::build(&system, &counts, self.stats.snapshot())
     }
 
     fn get(&self, view: &View, mut pdu: Pdu, budget: usize) -> Pdu {
         for vb in &mut pdu.variable_bindings {
             vb.value = match view.get(&arcs(&vb.name)) {
-                Ok(v) => VarBindValue::Value(syntax(v)),
+                Ok(v) => VarBindValue::Value(syntax(&v)),
                 Err(Missing::Instance) => VarBindValue::NoSuchInstance,
                 Err(Missing::Object) => VarBindValue::NoSuchObject,
             };
@@ -293,8 +293,8 @@ impl Agent {
 fn next_binding(view: &View, name: &ObjectIdentifier) -> VarBind {
     match view.next(&arcs(name)) {
         Some((oid, v)) => VarBind {
-            name: ObjectIdentifier::new_unchecked(oid.clone().into()),
-            value: VarBindValue::Value(syntax(v)),
+            name: ObjectIdentifier::new_unchecked(oid.into()),
+            value: VarBindValue::Value(syntax(&v)),
         },
         None => VarBind {
             name: name.clone(),

@@ -4,7 +4,7 @@
 
 use std::cmp::Ordering;
 
-use crate::tunnel::stats::{DropReason, Snapshot};
+use crate::tunnel::stats::{DropReason, PeerView, Snapshot};
 
 /// An object identifier as its arcs.
 pub type Oid = Vec<u32>;
@@ -91,11 +91,20 @@ pub struct AgentCounts {
     pub parse_errors: u32,
 }
 
-/// Every object, sorted by OID.
+/// Every object at one moment: the scalars materialized and sorted by OID, the peer
+/// table answered from its rows on demand, so a view of a thousand sessions costs a
+/// snapshot, not nine thousand OIDs.
 #[derive(Debug, Default)]
 pub struct View {
-    entries: Vec<(Oid, Value)>,
+    scalars: Vec<(Oid, Value)>,
+    /// `sssPeerTable` rows by index, ascending.
+    peers: Vec<(u32, PeerView)>,
 }
+
+/// `sssPeerEntry`; a cell is `PEER_ENTRY.column.index`.
+const PEER_ENTRY: &[u32] = &[1, 3, 6, 1, 4, 1, 32473, 1, 1, 4, 1];
+/// The peer table's readable columns (1 is its not-accessible index).
+const PEER_COLUMNS: std::ops::RangeInclusive<u32> = 2..=10;
 
 fn at(base: &[u32], tail: &[u32]) -> Oid {
     let mut oid = base.to_vec();
@@ -111,10 +120,26 @@ fn gauge(n: u64) -> Value {
     Value::Gauge32(u32::try_from(n).unwrap_or(u32::MAX))
 }
 
+/// One cell of `sssPeerTable`.
+fn peer_cell(p: &PeerView, column: u32) -> Value {
+    let c = &p.counters;
+    match column {
+        2 => text(&p.peer),
+        3 => text(&p.remote),
+        4 => text(&p.inner.to_string()),
+        5 => Value::Counter64(c.bytes_in),
+        6 => Value::Counter64(c.bytes_out),
+        7 => Value::Counter64(c.packets_in),
+        8 => Value::Counter64(c.packets_out),
+        9 => gauge(p.seconds),
+        _ => text(p.compression.map_or("none", |a| a.as_str())),
+    }
+}
+
 impl View {
     /// The view of this moment.
-    pub fn build(system: &System, agent: &AgentCounts, s: &Snapshot) -> Self {
-        let mut e: Vec<(Oid, Value)> = Vec::with_capacity(64 + 10 * s.peers.len());
+    pub fn build(system: &System, agent: &AgentCounts, s: Snapshot) -> Self {
+        let mut e: Vec<(Oid, Value)> = Vec::with_capacity(64);
         let root = |tail: &[u32]| at(ROOT, tail);
         e.push((at(SYSTEM, &[1, 0]), text(&system.descr)));
         e.push((at(SYSTEM, &[2, 0]), Value::Oid(ROOT.to_vec())));
@@ -165,32 +190,14 @@ impl View {
         e.push((root(&[1, 3, 3, 0]), gauge(s.peak)));
         e.push((root(&[1, 3, 4, 0]), Value::Counter64(failures)));
         e.push((root(&[1, 3, 5, 0]), Value::Counter64(s.reconnects)));
-        // sssPeerTable, column by column, rows by index.
-        let mut peers: Vec<_> = s
+        e.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut peers: Vec<(u32, PeerView)> = s
             .peers
-            .iter()
+            .into_iter()
             .filter_map(|p| u32::try_from(p.id).ok().map(|i| (i, p)))
             .collect();
         peers.sort_by_key(|(i, _)| *i);
-        for column in 2u32..=10 {
-            for (index, p) in &peers {
-                let c = &p.counters;
-                let value = match column {
-                    2 => text(&p.peer),
-                    3 => text(&p.remote),
-                    4 => text(&p.inner.to_string()),
-                    5 => Value::Counter64(c.bytes_in),
-                    6 => Value::Counter64(c.bytes_out),
-                    7 => Value::Counter64(c.packets_in),
-                    8 => Value::Counter64(c.packets_out),
-                    9 => gauge(p.seconds),
-                    _ => text(p.compression.map_or("none", |a| a.as_str())),
-                };
-                e.push((root(&[1, 4, 1, column, *index]), value));
-            }
-        }
-        e.sort_by(|a, b| a.0.cmp(&b.0));
-        Self { entries: e }
+        Self { scalars: e, peers }
     }
 
     /// The value at `oid` exactly.
@@ -198,33 +205,89 @@ impl View {
     /// # Errors
     /// [`Missing::Instance`] when `oid` lies under a served object or column,
     /// [`Missing::Object`] otherwise.
-    pub fn get(&self, oid: &[u32]) -> Result<&Value, Missing> {
-        match self
-            .entries
+    pub fn get(&self, oid: &[u32]) -> Result<Value, Missing> {
+        if let Ok(i) = self
+            .scalars
             .binary_search_by(|(o, _)| o.as_slice().cmp(oid))
         {
-            Ok(i) => Ok(&self.entries[i].1),
-            Err(_) if self.is_known_object(oid) => Err(Missing::Instance),
-            Err(_) => Err(Missing::Object),
+            return Ok(self.scalars[i].1.clone());
+        }
+        if let Some(column) = self.peer_column(oid) {
+            return match oid.get(PEER_ENTRY.len() + 1..) {
+                Some([index]) => self
+                    .peers
+                    .binary_search_by_key(index, |(i, _)| *i)
+                    .map(|r| peer_cell(&self.peers[r].1, column))
+                    .map_err(|_| Missing::Instance),
+                _ => Err(Missing::Instance),
+            };
+        }
+        if self.is_known_scalar(oid) {
+            Err(Missing::Instance)
+        } else {
+            Err(Missing::Object)
         }
     }
 
     /// The first object after `oid` in lexicographic order; `None` at the end of the
     /// view (endOfMibView).
-    pub fn next(&self, oid: &[u32]) -> Option<(&Oid, &Value)> {
+    pub fn next(&self, oid: &[u32]) -> Option<(Oid, Value)> {
         let i = self
-            .entries
+            .scalars
             .partition_point(|(o, _)| o.as_slice().cmp(oid) != Ordering::Greater);
-        self.entries.get(i).map(|(o, v)| (o, v))
+        let scalar = self.scalars.get(i);
+        let cell = self.next_cell(oid);
+        match (scalar, cell) {
+            (Some((o, _)), Some((column, row))) if at_cell(column, row.0) < *o => {
+                Some((at_cell(column, row.0), peer_cell(&row.1, column)))
+            }
+            (Some((o, v)), _) => Some((o.clone(), v.clone())),
+            (None, Some((column, row))) => {
+                Some((at_cell(column, row.0), peer_cell(&row.1, column)))
+            }
+            (None, None) => None,
+        }
     }
 
-    /// Whether `oid` names an instance of an object type served here: an entry's
-    /// OID without its last arc (`.0` of a scalar, a row's index) is its prefix.
-    fn is_known_object(&self, oid: &[u32]) -> bool {
+    /// The first peer table cell after `oid`: its column and row.
+    fn next_cell(&self, oid: &[u32]) -> Option<(u32, &(u32, PeerView))> {
+        let first = self.peers.first()?;
+        let (start, end) = (*PEER_COLUMNS.start(), *PEER_COLUMNS.end());
+        let Some(rest) = oid.strip_prefix(PEER_ENTRY) else {
+            // Before the table, everything in it follows; after it, nothing does.
+            return (oid < PEER_ENTRY).then_some((start, first));
+        };
+        let column = match rest.first() {
+            None => return Some((start, first)),
+            Some(&c) if c < start => return Some((start, first)),
+            Some(&c) if c > end => return None,
+            Some(&c) => c,
+        };
+        let Some(&index) = rest.get(1) else {
+            return Some((column, first));
+        };
+        // The cell `column.index` is `oid` or a prefix of it: the next row is after.
+        let r = self.peers.partition_point(|(i, _)| *i <= index);
+        match self.peers.get(r) {
+            Some(row) => Some((column, row)),
+            None if column < end => Some((column + 1, first)),
+            None => None,
+        }
+    }
+
+    /// The peer table column `oid` lies under, if any.
+    fn peer_column(&self, oid: &[u32]) -> Option<u32> {
+        let column = *oid.strip_prefix(PEER_ENTRY)?.first()?;
+        PEER_COLUMNS.contains(&column).then_some(column)
+    }
+
+    /// Whether `oid` names an instance of a scalar served here: the scalar's OID
+    /// without its `.0` is a prefix of `oid`.
+    fn is_known_scalar(&self, oid: &[u32]) -> bool {
         (1..oid.len()).any(|n| {
             let prefix = &oid[..n];
-            let i = self.entries.partition_point(|(o, _)| o.as_slice() < prefix);
-            self.entries
+            let i = self.scalars.partition_point(|(o, _)| o.as_slice() < prefix);
+            self.scalars
                 .get(i)
                 .is_some_and(|(o, _)| o.len() == n + 1 && o.starts_with(prefix))
         })
@@ -232,13 +295,18 @@ impl View {
 
     /// Objects in the view.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.scalars.len() + PEER_COLUMNS.count() * self.peers.len()
     }
 
     /// Whether the view is empty (it never is: the system group is always there).
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.scalars.is_empty()
     }
+}
+
+/// The OID of peer table cell `column.index`.
+fn at_cell(column: u32, index: u32) -> Oid {
+    at(PEER_ENTRY, &[column, index])
 }
 
 #[cfg(test)]
@@ -272,7 +340,57 @@ mod tests {
             s.counters.bytes_in.fetch_add(10 * i as u64, Relaxed);
             stats.opened(s);
         }
-        View::build(&system(), &AgentCounts::default(), &stats.snapshot())
+        View::build(&system(), &AgentCounts::default(), stats.snapshot())
+    }
+
+    /// Every object of `view` materialized: what the lazy table must behave like.
+    fn materialized(view: &View) -> Vec<(Oid, Value)> {
+        let mut all = view.scalars.clone();
+        for column in PEER_COLUMNS {
+            for (index, p) in &view.peers {
+                all.push((at_cell(column, *index), peer_cell(p, column)));
+            }
+        }
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
+    proptest::proptest! {
+        /// With any rows gone (sparse indexes), next and get agree with the table
+        /// written out, around every object: at it, inside it, before and after it.
+        #[test]
+        fn the_lazy_peer_table_agrees_with_the_table_written_out(
+            closed in proptest::collection::vec(proptest::bool::ANY, 0..12)
+        ) {
+            let stats = Stats::default();
+            for (i, close) in closed.iter().enumerate() {
+                let s = Session::starting(
+                    format!("c{i}"), "192.0.2.1:1".into(), "10.0.0.2".parse().expect("ip"),
+                    None, Arc::default(),
+                );
+                stats.opened(s.clone());
+                if *close {
+                    stats.closed(&s, None);
+                }
+            }
+            let view = View::build(&system(), &AgentCounts::default(), stats.snapshot());
+            let all = materialized(&view);
+            proptest::prop_assert_eq!(all.len(), view.len());
+            let mut probes: Vec<Oid> = vec![vec![], vec![0], vec![2], PEER_ENTRY.to_vec()];
+            for (oid, value) in &all {
+                proptest::prop_assert_eq!(view.get(oid), Ok(value.clone()));
+                let mut longer = oid.clone();
+                longer.push(0);
+                let mut bumped = oid.clone();
+                *bumped.last_mut().expect("arcs") += 1;
+                probes.extend([oid.clone(), longer, oid[..oid.len() - 1].to_vec(), bumped]);
+            }
+            for probe in probes {
+                let i = all.partition_point(|(o, _)| *o <= probe);
+                let want = all.get(i).cloned();
+                proptest::prop_assert_eq!(view.next(&probe), want, "after {:?}", probe);
+            }
+        }
     }
 
     #[test]
@@ -294,7 +412,7 @@ mod tests {
     #[test]
     fn get_tells_missing_instances_from_missing_objects() {
         let view = view_with_peers(1);
-        assert_eq!(view.get(&at(SYSTEM, &[5, 0])), Ok(&text("host")));
+        assert_eq!(view.get(&at(SYSTEM, &[5, 0])), Ok(text("host")));
         assert_eq!(view.get(&at(SYSTEM, &[5, 1])), Err(Missing::Instance));
         assert_eq!(view.get(&at(SYSTEM, &[5])), Err(Missing::Object));
         assert_eq!(
