@@ -452,3 +452,91 @@ impl Actor for SnmpAgent {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use rasn_snmp::v2::GetRequest;
+    use sssonector_config::{AuthProtocol, Mode, PrivProtocol, Secret, SnmpUser};
+
+    use super::*;
+    use crate::snmp::usm::Engine;
+
+    fn agent() -> Agent {
+        let stats = Arc::new(Stats::default());
+        let metrics = Arc::new(Metrics::new(stats.clone(), Mode::Server));
+        let user = SnmpUser {
+            name: "nms".into(),
+            auth_protocol: AuthProtocol::Sha256,
+            auth_password: Secret::new("auth-pass-1"),
+            priv_protocol: PrivProtocol::Aes,
+            priv_password: Secret::new("priv-pass-1"),
+        };
+        let system = System {
+            descr: "SSSonector".into(),
+            name: "host".into(),
+            contact: String::new(),
+            location: String::new(),
+            uptime_ticks: 0,
+            mode: 1,
+        };
+        let usm = Usm::new(Engine::ephemeral(), &[user]);
+        Agent::new(Some(b"public".to_vec()), usm, system, stats, metrics)
+    }
+
+    fn get_sysdescr() -> Pdus {
+        Pdus::GetRequest(GetRequest(Pdu {
+            request_id: 1,
+            error_status: 0,
+            error_index: 0,
+            variable_bindings: vec![VarBind {
+                name: ObjectIdentifier::new_unchecked(vec![1, 3, 6, 1, 2, 1, 1, 1, 0].into()),
+                value: VarBindValue::Unspecified,
+            }],
+        }))
+    }
+
+    fn v2c_get() -> Vec<u8> {
+        rasn::ber::encode(&Message {
+            version: Integer::from(1),
+            community: OctetString::from_static(b"public"),
+            data: get_sysdescr(),
+        })
+        .expect("encodes")
+    }
+
+    /// Every truncation and single-bit flip of a valid authPriv v3 message, and of a
+    /// v2c request, is refused or answered without a panic, and a valid request is
+    /// answered afterwards.
+    #[test]
+    fn truncated_and_flipped_messages_never_disturb_the_agent() {
+        let agent = agent();
+        let v3 = agent
+            .usm()
+            .seal_trap("nms", get_sysdescr())
+            .expect("sealed");
+        for valid in [v3, v2c_get()] {
+            for n in 0..valid.len() {
+                let _ = agent.answer(&valid[..n]);
+            }
+            for i in 0..valid.len() {
+                for bit in 0..8 {
+                    let mut p = valid.clone();
+                    p[i] ^= 1 << bit;
+                    let _ = agent.answer(&p);
+                }
+            }
+        }
+        let reply = agent.answer(&v2c_get()).expect("still answers");
+        let msg = rasn::ber::decode::<Message<Pdus>>(&reply).expect("a v2c message");
+        assert!(matches!(msg.data, Pdus::Response(_)));
+        assert!(agent.parse_errors.load(Relaxed) > 0);
+    }
+
+    #[test]
+    fn without_a_community_v2c_is_off() {
+        let agent = agent();
+        agent.reconfigure(&sssonector_config::Snmp::default());
+        assert!(agent.answer(&v2c_get()).is_none());
+        assert_eq!(agent.bad_community.load(Relaxed), 1);
+    }
+}
