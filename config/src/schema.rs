@@ -83,6 +83,10 @@ pub mod defaults {
     pub const PROMETHEUS_LISTEN: &str = "127.0.0.1:9650";
     /// `monitor.snmp.listen`: an unprivileged port by default.
     pub const SNMP_LISTEN: &str = "127.0.0.1:1161";
+    /// `monitor.snmp.cert_warning`: how long before our certificate expires the
+    /// sssCertExpiring notification starts, daily. 30 days leaves a monthly renewal
+    /// job one run to notice.
+    pub const CERT_WARNING: Duration = Duration::from_secs(30 * 24 * 60 * 60);
     /// `control.socket`.
     pub const CONTROL_SOCKET: &str = "/run/sssonector/control.sock";
     /// `control.mode`: owner only.
@@ -485,16 +489,23 @@ impl Default for Prometheus {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Snmp {
-    /// Whether the agent runs. Default false.
+    /// Whether the agent runs, and notifications are sent. Default false. Reload:
+    /// restart needed.
     pub enabled: bool,
-    /// UDP listen address. Default `127.0.0.1:1161`.
+    /// UDP listen address. Default `127.0.0.1:1161`. Reload: restart needed.
     pub listen: Parsed<SocketAddr>,
-    /// SNMPv2c read-only community; none = v2c off.
+    /// SNMPv2c read-only community, also the community of v2c notifications whose
+    /// target names none; none = v2c off. Reload: live.
     pub community: Option<Secret>,
-    /// SNMPv3 USM users.
+    /// SNMPv3 USM users. Reload: live.
     pub users: Vec<SnmpUser>,
-    /// Where notifications go.
+    /// Where notifications (SNMPv2-Trap) go. Default none: no notifications. Reload:
+    /// live.
     pub trap_targets: Vec<TrapTarget>,
+    /// How long before our certificate (`tunnel.cert_file`) expires it is reported
+    /// by an sssCertExpiring notification, at most once a day; an expired one is
+    /// reported too. Checked at start and hourly. Default 30 days. Reload: live.
+    pub cert_warning: DurationValue,
 }
 
 impl Default for Snmp {
@@ -505,6 +516,7 @@ impl Default for Snmp {
             community: None,
             users: Vec::new(),
             trap_targets: Vec::new(),
+            cert_warning: DurationValue::of(defaults::CERT_WARNING),
         }
     }
 }
