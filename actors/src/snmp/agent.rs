@@ -241,7 +241,8 @@ fn arcs(oid: &ObjectIdentifier) -> Vec<u32> {
     oid.to_vec()
 }
 
-fn syntax(v: &Value) -> ObjectSyntax {
+/// `v` as the BER value rasn encodes: one mapping for responses and notifications.
+pub(crate) fn syntax(v: &Value) -> ObjectSyntax {
     match v {
         Value::Integer(n) => ObjectSyntax::Simple(SimpleSyntax::Integer(Integer::from(*n))),
         Value::Octets(b) => {

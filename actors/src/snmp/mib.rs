@@ -135,15 +135,15 @@ impl View {
         let mut peers: Vec<_> = s
             .peers
             .iter()
-            .filter_map(|p| u32::try_from(p.id).ok().map(|i| (i, p)))
+            .filter_map(|p| peer_index(p.id).map(|i| (i, p)))
             .collect();
         peers.sort_by_key(|(i, _)| *i);
         for column in 2u32..=10 {
             for (index, p) in &peers {
                 let c = &p.counters;
                 let value = match column {
-                    2 => text(&p.peer),
-                    3 => text(&p.remote),
+                    PEER_NAME => text(&p.peer),
+                    PEER_REMOTE => text(&p.remote),
                     4 => text(&p.inner.to_string()),
                     5 => Value::Counter64(c.bytes_in),
                     6 => Value::Counter64(c.bytes_out),
@@ -152,7 +152,7 @@ impl View {
                     9 => gauge(p.seconds),
                     _ => text(p.compression.map_or("none", |a| a.as_str())),
                 };
-                e.push((root(&[1, 4, 1, column, *index]), value));
+                e.push((peer_cell(column, *index), value));
             }
         }
         e.sort_by(|a, b| a.0.cmp(&b.0));
@@ -205,6 +205,22 @@ impl View {
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
+}
+
+/// sssPeerName, the peer table's column 2.
+pub const PEER_NAME: u32 = 2;
+/// sssPeerRemote, the peer table's column 3.
+pub const PEER_REMOTE: u32 = 3;
+
+/// The sssPeerTable index of session `id`: the id itself while it fits the index's
+/// `Unsigned32 (1..4294967295)`, else none (the session has no row).
+pub fn peer_index(id: u64) -> Option<u32> {
+    u32::try_from(id).ok().filter(|i| *i != 0)
+}
+
+/// The OID of `column` in the peer table's row `index`: sssPeerEntry.column.index.
+pub fn peer_cell(column: u32, index: u32) -> Oid {
+    at(ROOT, &[1, 4, 1, column, index])
 }
 
 #[cfg(test)]
