@@ -37,6 +37,7 @@ use crate::metrics::http::PrometheusServer;
 use crate::metrics::Metrics;
 use crate::snmp::agent::{Agent, SnmpAgent};
 use crate::snmp::mib;
+use crate::snmp::trap::{self, TrapSender};
 use crate::tun::{self, TunAdapter};
 use crate::tunnel::busy::BusyPoll;
 use crate::tunnel::stats::Stats;
@@ -102,6 +103,9 @@ pub struct Daemon {
     /// Bound in `new` when `monitor.snmp.enabled`, served from `started`.
     snmp_socket: Option<std::net::UdpSocket>,
     snmp: Option<Addr<SnmpAgent>>,
+    /// Sends SNMP notifications while `monitor.snmp.enabled` and there are
+    /// `trap_targets`; started by a reload that adds the first target.
+    traps: Option<Addr<TrapSender>>,
     /// Built in `new` (so a failure stops the start), started in `started`.
     pending: Option<Tunnel>,
     tun: Option<Addr<TunAdapter>>,
@@ -168,6 +172,7 @@ impl Daemon {
             prometheus: None,
             snmp_socket,
             snmp: None,
+            traps: None,
             pending: Some(pending),
             tun: None,
             listener: None,
@@ -309,6 +314,27 @@ impl Daemon {
         self.snmp = Some(SnmpAgent::new(socket, agent, log, token).start());
     }
 
+    /// Starts the notification sender when SNMP is on and has somewhere to send to,
+    /// unless stopping. Before the tunnel, so no session goes unannounced.
+    fn start_traps(&mut self) {
+        let snmp = &self.config.monitor.snmp;
+        let stopping = self.drain.is_none();
+        if self.traps.is_some() || stopping || !snmp.enabled || snmp.trap_targets.is_empty() {
+            return;
+        }
+        let sender = TrapSender::new(
+            trap::Settings::from_config(&self.config),
+            self.stats.clone(),
+            self.metrics.clone(),
+            // SNMPv3 targets wait for the USM engine to implement SealV3.
+            None,
+            self.started,
+            self.log.new(slog::o!("actor" => "snmp_traps")),
+            self.drain.as_ref().and_then(Drain::token),
+        );
+        self.traps = Some(sender.start());
+    }
+
     fn components(&self) -> Vec<(&'static str, ComponentState)> {
         let audit = match &self.audit {
             None => ComponentState::Off,
@@ -351,6 +377,13 @@ impl Daemon {
             match &self.snmp {
                 None => ComponentState::Off,
                 Some(a) => on(a.connected()),
+            },
+        ));
+        parts.push((
+            "snmp_traps",
+            match &self.traps {
+                None => ComponentState::Off,
+                Some(t) => on(t.connected()),
             },
         ));
         for unbuilt in ["services", "balancer", "ratelimit"] {
@@ -424,6 +457,15 @@ impl Daemon {
             t.do_send(tun::SetRoutes(routes));
         }
         new
+    }
+
+    /// Hands the notification settings in force to the sender, or starts it when
+    /// the reload gave it its first target.
+    fn apply_traps(&mut self) {
+        match &self.traps {
+            Some(t) => t.do_send(trap::Reconfigure(trap::Settings::from_config(&self.config))),
+            None => self.start_traps(),
+        }
     }
 
     /// Loads and checks the file for a reload.
@@ -506,6 +548,7 @@ impl Actor for Daemon {
         self.start_control(ctx);
         self.start_prometheus(ctx);
         self.start_snmp();
+        self.start_traps();
         self.start_tunnel();
         self.listen_for_signals(ctx);
         info!(self.log, "daemon started";
@@ -538,6 +581,7 @@ impl Handler<Reload> for Daemon {
         };
         let changes = diff(&self.config, &new);
         self.config = self.apply(new, &changes);
+        self.apply_traps();
         self.digest = self.config.digest();
         let keys: Vec<&str> = changes.iter().map(|c| c.key.as_str()).collect();
         info!(self.log, "configuration reloaded";
@@ -618,6 +662,8 @@ impl Handler<Stop> for Daemon {
         self.control = None;
         self.prometheus = None;
         self.snmp = None;
+        // Its task keeps sending until the sessions below have ended, on its token.
+        self.traps = None;
         self.audit = None;
         if let Some(l) = self.listener.take() {
             l.do_send(listener::Shutdown);
