@@ -219,7 +219,8 @@ pub const OUTCOMES: [ErrorCode; 10] = [
 
 /// Events a [`Stats::subscribe`] receiver holds before the oldest are lost: far more
 /// than sessions start or end between two sends of the slowest listener (one UDP
-/// datagram per target), small enough that the slots (a pointer each) cost nothing.
+/// datagram per target), small enough that the slots (a few words each, allocated
+/// once) cost nothing. A slot lets go of its session once every receiver read it.
 pub const EVENT_CAPACITY: usize = 256;
 
 /// A session joined or left the registry: what SNMP notifications report.
