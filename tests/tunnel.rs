@@ -120,6 +120,17 @@ impl Pair {
 
     /// A pair whose config files (server's, client's) `edit` changes before start.
     fn start_configured(lab: &Lab, edit: impl FnOnce(&Path, &Path)) -> Self {
+        Self::start_around(lab, edit, |_, _| ()).0
+    }
+
+    /// Like [`start_configured`](Self::start_configured), with `before` run on the
+    /// server's namespace and the pair's folder before either daemon starts (to start
+    /// what must hear them from their first moment); returns what it returned.
+    fn start_around<T>(
+        lab: &Lab,
+        edit: impl FnOnce(&Path, &Path),
+        before: impl FnOnce(&Netns, &Path) -> T,
+    ) -> (Self, T) {
         let dir = tempfile::tempdir().expect("temp dir");
         cert_init(dir.path(), SERVER_NAME, &["c1"]);
         let srv = lab.netns("srv");
@@ -135,6 +146,7 @@ impl Pair {
             &format!("{}:{PORT}", Self::SERVER_UNDERLAY),
         );
         edit(&server_config, &client_config);
+        let prepared = before(&srv, dir.path());
         let mut server = Daemon::start_in(srv.name(), &server_config);
         server.wait_for("listening", WAIT);
         let mut client = Daemon::start_in(cli.name(), &client_config);
@@ -142,7 +154,7 @@ impl Pair {
         assert_eq!(addr_of(&up, "inner"), Self::CLIENT_INNER, "{up}");
         let session = server.find_or_wait("session started", &[("peer", "c1")], WAIT);
         assert_eq!(addr_of(&session, "inner"), Self::CLIENT_INNER, "{session}");
-        Self {
+        let pair = Self {
             server,
             client,
             server_config,
@@ -150,7 +162,8 @@ impl Pair {
             srv,
             cli,
             dir,
-        }
+        };
+        (pair, prepared)
     }
 
     /// Bytes the server's TUN device has delivered to the server's kernel so far.
@@ -493,25 +506,8 @@ fn ctl_bytes_in(reply: &Value) -> f64 {
         .unwrap_or_else(|| panic!("no bytes_total in {reply}"))
 }
 
-#[test]
-fn metrics_scrape_passes_promtool_and_agrees_with_ctl() {
-    const MONITOR: &str =
-        "monitor: { prometheus: { enabled: true, listen: \"127.0.0.1:9650\" } }\n";
-    let lab = Lab::new();
-    let mut pair = Pair::start_configured(&lab, |server, client| {
-        append_config(server, MONITOR);
-        append_config(client, MONITOR);
-    });
-    assert!(pair.cli.ping(SERVER_INNER, 3), "no ping\n{}", pair.logs());
-    let curl = |ns: &Netns, path: &str| -> (String, String) {
-        let url = format!("http://127.0.0.1:9650{path}");
-        let out = ns.exec(&["curl", "-s", "-w", "\n%{http_code}", &url]);
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (body, code) = text.rsplit_once('\n').expect("a status code");
-        (body.to_owned(), code.to_owned())
-    };
-    let (scrape, code) = curl(&pair.srv, "/metrics");
-    assert_eq!(code, "200", "{scrape}");
+/// Runs `promtool check metrics` on a scrape and asserts it says nothing.
+fn promtool_check(scrape: &str) {
     // promtool reads the scrape on stdin and says nothing when it is clean.
     let mut promtool = Command::new("promtool")
         .args(["check", "metrics"])
@@ -536,6 +532,28 @@ fn metrics_scrape_passes_promtool_and_agrees_with_ctl() {
         checked.status.success() && said.trim().is_empty(),
         "promtool: {said}"
     );
+}
+
+#[test]
+fn metrics_scrape_passes_promtool_and_agrees_with_ctl() {
+    const MONITOR: &str =
+        "monitor: { prometheus: { enabled: true, listen: \"127.0.0.1:9650\" } }\n";
+    let lab = Lab::new();
+    let mut pair = Pair::start_configured(&lab, |server, client| {
+        append_config(server, MONITOR);
+        append_config(client, MONITOR);
+    });
+    assert!(pair.cli.ping(SERVER_INNER, 3), "no ping\n{}", pair.logs());
+    let curl = |ns: &Netns, path: &str| -> (String, String) {
+        let url = format!("http://127.0.0.1:9650{path}");
+        let out = ns.exec(&["curl", "-s", "-w", "\n%{http_code}", &url]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').expect("a status code");
+        (body.to_owned(), code.to_owned())
+    };
+    let (scrape, code) = curl(&pair.srv, "/metrics");
+    assert_eq!(code, "200", "{scrape}");
+    promtool_check(&scrape);
     for family in [
         "mode=\"server\"} 1",
         "sssonector_tunnel_sessions_active 1",
@@ -961,6 +979,316 @@ fn snmpv3_authpriv_answers_its_user_and_refuses_wrong_keys() {
     let state: Value =
         serde_json::from_slice(&std::fs::read(&engine).expect("read")).expect("json");
     assert_eq!(state["boots"], 1);
+}
+
+/// The UDP port snmptrapd listens on, on the server namespace's loopback (each test's
+/// namespace is its own: no clash with another test or the host).
+const TRAP_PORT: u16 = 10162;
+/// Where the same snmptrapd takes SNMPv3 notifications, so a record says how it came.
+const TRAP_PORT_V3: u16 = 10163;
+/// The server's SNMPv3 engine ID in the notification test (written to its engine
+/// file before it starts): snmptrapd needs the sender's engine ID to localize keys.
+const TRAP_ENGINE_ID: &str = "80007ed90574726170";
+
+/// snmptrapd inside a namespace, accepting SNMPv2c notifications for community
+/// "public" on 127.0.0.1:[`TRAP_PORT`] and printing each (`-Lo`) as a header line and
+/// a line of tab-separated bindings named by SSSONECTOR-MIB; a thread reads them.
+/// Killed on drop.
+struct TrapReceiver {
+    _child: Spawned,
+    lines: std::sync::mpsc::Receiver<String>,
+    /// Every line so far.
+    seen: Vec<String>,
+    /// Per notification name, the index in `seen` of the last record returned.
+    returned: std::collections::HashMap<String, usize>,
+}
+
+impl TrapReceiver {
+    /// Starts snmptrapd in `ns` with its configuration in `dir`, and waits until it
+    /// listens.
+    fn start(ns: &Netns, dir: &Path) -> Self {
+        let conf = dir.join("snmptrapd.conf");
+        let users = format!(
+            "createUser -e 0x{TRAP_ENGINE_ID} nms SHA-256 auth-secret-1 AES priv-secret-1\n\
+             authUser log nms\n"
+        );
+        std::fs::write(&conf, format!("authCommunity log public\n{users}"))
+            .expect("snmptrapd.conf written");
+        let base = base_mibs();
+        let persistent = common::repo().join("target").join("snmp-persistent");
+        std::fs::create_dir_all(&persistent).expect("dir");
+        let mibs = format!(
+            "{}:{}",
+            base.display(),
+            common::repo().join("mibs").display()
+        );
+        let mut cmd = ns.command("env");
+        cmd.arg(format!("SNMPCONFPATH={}", base.display()))
+            .arg(format!("SNMP_PERSISTENT_DIR={}", persistent.display()))
+            .arg("snmptrapd")
+            // Foreground, log to stdout, only our configuration file.
+            .args(["-f", "-Lo", "-C", "-c"])
+            .arg(&conf)
+            .args(["-M", &mibs, "-m", "SNMPv2-MIB:SSSONECTOR-MIB"])
+            .arg(format!(
+                "udp:127.0.0.1:{TRAP_PORT},udp:127.0.0.1:{TRAP_PORT_V3}"
+            ))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .expect("snmptrapd runs (apt-get install snmptrapd)");
+        let (tx, lines) = std::sync::mpsc::channel();
+        let stdout = child.stdout.take().expect("stdout piped");
+        let stderr = child.stderr.take().expect("stderr piped");
+        for (pipe, prefix) in [
+            (Box::new(stdout) as Box<dyn std::io::Read + Send>, ""),
+            (Box::new(stderr), "stderr: "),
+        ] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                use std::io::BufRead;
+                for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+                    if tx.send(format!("{prefix}{line}")).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        let mut receiver = Self {
+            _child: Spawned::new(child),
+            lines,
+            seen: Vec::new(),
+            returned: std::collections::HashMap::new(),
+        };
+        receiver.wait_line(|l| l.starts_with("NET-SNMP version"), WAIT, "its start");
+        receiver
+    }
+
+    /// Reads lines until one satisfies `matches` (its index in `seen`) or `limit`.
+    fn wait_line(&mut self, matches: impl Fn(&str) -> bool, limit: Duration, what: &str) -> usize {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line);
+                    if matches(self.seen.last().expect("just pushed")) {
+                        return self.seen.len() - 1;
+                    }
+                }
+                Err(_) => panic!(
+                    "snmptrapd printed no {what} within {limit:?}; it printed:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// The bindings of the next SNMPv2c notification `name` (after the last one
+    /// returned), waiting up to `limit` for it.
+    fn next(&mut self, name: &str, limit: Duration) -> String {
+        self.next_at(name, TRAP_PORT, limit)
+    }
+
+    /// The bindings of the next notification `name` that came to `port`: its header
+    /// line, just before, ends with `->[127.0.0.1]:port]:`.
+    fn next_at(&mut self, name: &str, port: u16, limit: Duration) -> String {
+        let tag = format!("snmpTrapOID.0 = OID: SSSONECTOR-MIB::{name}\t");
+        let via = format!("->[127.0.0.1]:{port}]");
+        let key = format!("{name}@{port}");
+        let is_it = |seen: &[String], i: usize| {
+            let l = &seen[i];
+            (l.contains(&tag) || l.ends_with(tag.trim_end())) && i > 0 && seen[i - 1].contains(&via)
+        };
+        let mut i = self.returned.get(&key).map_or(0, |i| i + 1);
+        let deadline = Instant::now() + limit;
+        loop {
+            while i < self.seen.len() {
+                if is_it(&self.seen, i) {
+                    self.returned.insert(key, i);
+                    return self.seen[i].clone();
+                }
+                i += 1;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.seen.push(line),
+                Err(_) => panic!(
+                    "snmptrapd printed no {key} within {limit:?}; it printed:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+}
+
+/// The instance and value of `object` in a record's bindings: for
+/// `SSSONECTOR-MIB::sssPeerName.3 = STRING: c1`, ("3", "c1").
+fn binding(record: &str, object: &str) -> (String, String) {
+    let prefix = format!("SSSONECTOR-MIB::{object}.");
+    record
+        .split('\t')
+        .find_map(|b| b.strip_prefix(&prefix))
+        .and_then(|rest| {
+            let (instance, value) = rest.split_once(" = ")?;
+            let value = value.split_once(": ").map_or(value, |(_, v)| v);
+            Some((instance.to_owned(), value.trim_matches('"').to_owned()))
+        })
+        .unwrap_or_else(|| panic!("no {object} in {record}"))
+}
+
+/// A `sssonector_snmp_notifications_total` sample of a scrape.
+fn notifications_counted(scrape: &str, notification: &str, result: &str) -> f64 {
+    let series = format!(
+        "sssonector_snmp_notifications_total{{notification=\"{notification}\",result=\"{result}\"}} "
+    );
+    scrape
+        .lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn snmp_notifications_reach_snmptrapd_when_tunnels_go_up_and_down() {
+    let monitor = format!(
+        "monitor: {{ prometheus: {{ enabled: true, listen: \"127.0.0.1:9650\" }}, \
+         snmp: {{ enabled: true, listen: \"127.0.0.1:1161\", community: public, \
+         cert_warning: 400days, engine_file: snmp-engine.json, \
+         users: [ {{ name: nms, auth_password: auth-secret-1, priv_password: priv-secret-1 }} ], \
+         trap_targets: [ {{ address: \"127.0.0.1:{TRAP_PORT}\", community: public }}, \
+                         {{ address: \"127.0.0.1:{TRAP_PORT_V3}\", user: nms }} ] }} }}\n"
+    );
+    let lab = Lab::new();
+    let (mut pair, mut traps) = Pair::start_around(
+        &lab,
+        |server, _| {
+            let engine = format!("{{\"engine_id\": \"{TRAP_ENGINE_ID}\", \"boots\": 4}}\n");
+            std::fs::write(server.with_file_name("snmp-engine.json"), engine).expect("written");
+            append_config(
+                server,
+                &monitor.replace(
+                    "snmp-engine.json",
+                    &server
+                        .with_file_name("snmp-engine.json")
+                        .display()
+                        .to_string(),
+                ),
+            );
+        },
+        TrapReceiver::start,
+    );
+
+    // At start: `cert init` certificates live 397 days, inside the 400-day warning.
+    let cert = traps.next("sssCertExpiring", WAIT);
+    let (_, subject) = binding(&cert, "sssNotifyCertSubject");
+    assert!(subject.contains(SERVER_NAME), "{cert}");
+    let (instance, days) = binding(&cert, "sssNotifyCertDaysLeft");
+    assert_eq!(instance, "0", "{cert}");
+    // "397 days" less the seconds since `cert init`: 396, or 397 within its second.
+    let days: u32 = days
+        .split_whitespace()
+        .next()
+        .and_then(|d| d.parse().ok())
+        .unwrap_or_else(|| panic!("no day count in {cert}"));
+    assert!((396..=397).contains(&days), "{cert}");
+
+    // The session's sssTunnelUp names its row of the agent's peer table.
+    let up = traps.next("sssTunnelUp", WAIT);
+    let (row, peer) = binding(&up, "sssPeerName");
+    assert_eq!(peer, "c1", "{up}");
+    let (remote_row, remote) = binding(&up, "sssPeerRemote");
+    assert_eq!(remote_row, row, "{up}");
+    assert!(remote.starts_with("192.168.1.2:"), "{up}");
+    // The same notification as SNMPv3 authPriv, which snmptrapd authenticated and
+    // decrypted with the user's keys for our engine ID.
+    let up_v3 = traps.next_at("sssTunnelUp", TRAP_PORT_V3, WAIT);
+    assert_eq!(
+        binding(&up_v3, "sssPeerName"),
+        (row.clone(), "c1".into()),
+        "{up_v3}"
+    );
+    let name = snmp_tool(
+        &pair.srv,
+        "snmpget",
+        &[
+            "-v2c",
+            "-c",
+            "public",
+            "-Oqv",
+            "127.0.0.1:1161",
+            &format!("SSSONECTOR-MIB::sssPeerName.{row}"),
+        ],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&name.stdout)
+            .trim()
+            .trim_matches('"'),
+        "c1",
+        "{}",
+        String::from_utf8_lossy(&name.stderr)
+    );
+
+    // A client killed outright: sssTunnelDown with the code the server logged.
+    pair.client.signal(Signal::SIGKILL);
+    pair.client.wait_exit(WAIT);
+    let closed = pair
+        .server
+        .find_or_wait("session closed", &[("peer", "c1")], WAIT);
+    let code = closed["code"].as_str().unwrap_or("local").to_owned();
+    let down = traps.next("sssTunnelDown", WAIT);
+    assert_eq!(
+        binding(&down, "sssPeerName"),
+        (row.clone(), "c1".into()),
+        "{down}"
+    );
+    assert_eq!(binding(&down, "sssPeerRemote").0, row, "{down}");
+    assert_eq!(
+        binding(&down, "sssNotifyReason"),
+        ("0".into(), code),
+        "{down}"
+    );
+
+    let down_v3 = traps.next_at("sssTunnelDown", TRAP_PORT_V3, WAIT);
+    assert_eq!(binding(&down_v3, "sssPeerName").1, "c1", "{down_v3}");
+
+    // Counted by notification and result (once per target), in a scrape promtool
+    // accepts.
+    let scrape = pair
+        .srv
+        .exec_ok(&["curl", "-s", "http://127.0.0.1:9650/metrics"]);
+    let scrape = String::from_utf8_lossy(&scrape.stdout).into_owned();
+    promtool_check(&scrape);
+    for notification in ["cert_expiring", "tunnel_up", "tunnel_down"] {
+        assert_eq!(
+            notifications_counted(&scrape, notification, "sent"),
+            2.0,
+            "{notification}:\n{scrape}"
+        );
+    }
+
+    // A new session gets a new row; a stop ends it and still says so before exit.
+    pair.client = Daemon::start_in(pair.cli.name(), &pair.dir.path().join("c1.yaml"));
+    pair.client.wait_for("tunnel up", WAIT);
+    let up = traps.next("sssTunnelUp", WAIT);
+    let (new_row, _) = binding(&up, "sssPeerName");
+    assert_ne!(new_row, row, "{up}");
+    pair.server.signal(Signal::SIGTERM);
+    assert_eq!(pair.server.wait_exit(WAIT), Some(0), "{}", pair.logs());
+    let down = traps.next("sssTunnelDown", WAIT);
+    assert_eq!(
+        binding(&down, "sssPeerName"),
+        (new_row, "c1".into()),
+        "{down}"
+    );
+    assert_eq!(binding(&down, "sssNotifyReason").1, "local", "{down}");
+    assert!(
+        !traps.seen.iter().any(|l| l.contains("Cannot find module")),
+        "{}",
+        traps.seen.join("\n")
+    );
 }
 
 /// A valid SNMPv2c GetRequest for sysDescr.0 with community "public".

@@ -60,6 +60,7 @@ fn main() -> std::io::Result<()> {
         Some(b"public".to_vec()),
         Usm::new(Engine::ephemeral(), &users),
         system,
+        std::time::Instant::now(),
         stats,
         metrics,
     );

@@ -89,6 +89,12 @@ error_codes! {
     PeerTimeout => "E_PEER_TIMEOUT",
     /// The peer ended the session (closed the connection or said Close).
     PeerClosed => "E_PEER_CLOSED",
+    /// Our own certificate expires within `monitor.snmp.cert_warning`, or has
+    /// expired: renew it.
+    CertExpiring => "E_CERT_EXPIRING",
+    /// Tunnel events came faster than the SNMP notifier could send them: the oldest
+    /// were dropped unsent.
+    NotificationsLost => "E_NOTIFICATIONS_LOST",
     /// A bug: an invariant did not hold.
     Internal => "E_INTERNAL",
 }

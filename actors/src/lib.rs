@@ -14,6 +14,8 @@
 //!   [`tunnel::codec`] (the frame format, protocol version 1), [`tunnel::session`]
 //!   (Hello/Accept and the server's decision), [`tunnel::hub`] (the per-packet path
 //!   and routing), [`tunnel::stats`] (the counters).
+//! - [`metrics`]: the Prometheus registry; [`snmp`]: the SNMP agent ([`snmp::agent`],
+//!   [`snmp::mib`], [`snmp::usm`]) and its notifications ([`snmp::trap`]).
 //! - [`logging`]: slog with a run-time level.
 //! - [`drain`]: drain tokens, how a stop knows the children have finished.
 //! - [`error`]: the error type and its stable codes.

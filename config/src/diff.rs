@@ -206,6 +206,13 @@ mod tests {
             ),
             (
                 |c| {
+                    c.monitor.snmp.cert_warning =
+                        crate::DurationValue::of(std::time::Duration::from_secs(86_400))
+                },
+                &[("monitor.snmp.cert_warning", Component::Snmp)],
+            ),
+            (
+                |c| {
                     c.breaker.max_failures = 9;
                     c.monitor.prometheus.enabled = true;
                 },
@@ -309,6 +316,21 @@ mod tests {
                 .collect();
             assert_eq!(kept, ["throttle.rate"], "{key}: only the live change stays");
         }
+    }
+
+    #[test]
+    fn notification_settings_apply_live() {
+        let mut new = base();
+        new.monitor.snmp.cert_warning =
+            crate::DurationValue::of(std::time::Duration::from_secs(86_400));
+        new.monitor.snmp.trap_targets.push(crate::TrapTarget {
+            address: Parsed::parse("nms.example:162"),
+            community: None,
+            user: None,
+        });
+        let changes = diff(&base(), &new);
+        assert_eq!(changes.len(), 2, "{changes:?}");
+        assert!(changes.iter().all(|c| !c.needs_restart()), "{changes:?}");
     }
 
     #[test]

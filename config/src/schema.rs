@@ -85,6 +85,10 @@ pub mod defaults {
     pub const SNMP_LISTEN: &str = "127.0.0.1:1161";
     /// `monitor.snmp.engine_file`.
     pub const SNMP_ENGINE_FILE: &str = "/var/lib/sssonector/snmp-engine.json";
+    /// `monitor.snmp.cert_warning`: how long before our certificate expires the
+    /// sssCertExpiring notification starts, daily. 30 days leaves a monthly renewal
+    /// job one run to notice.
+    pub const CERT_WARNING: Duration = Duration::from_secs(30 * 24 * 60 * 60);
     /// `control.socket`.
     pub const CONTROL_SOCKET: &str = "/run/sssonector/control.sock";
     /// `control.mode`: owner only.
@@ -487,15 +491,18 @@ impl Default for Prometheus {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Snmp {
-    /// Whether the agent runs. Default false.
+    /// Whether the agent runs, and notifications are sent. Default false. Reload:
+    /// restart needed.
     pub enabled: bool,
-    /// UDP listen address. Default `127.0.0.1:1161`.
+    /// UDP listen address. Default `127.0.0.1:1161`. Reload: restart needed.
     pub listen: Parsed<SocketAddr>,
-    /// SNMPv2c read-only community; none = v2c off.
+    /// SNMPv2c read-only community, also the community of v2c notifications whose
+    /// target names none; none = v2c off. Reload: live.
     pub community: Option<Secret>,
-    /// SNMPv3 USM users.
+    /// SNMPv3 USM users. Reload: live.
     pub users: Vec<SnmpUser>,
-    /// Where notifications go.
+    /// Where notifications (SNMPv2-Trap) go. Default none: no notifications. Reload:
+    /// live.
     pub trap_targets: Vec<TrapTarget>,
     /// sysContact: who looks after this daemon. Reload: live.
     pub contact: String,
@@ -506,6 +513,10 @@ pub struct Snmp {
     /// start when `users` is set. Default `/var/lib/sssonector/snmp-engine.json`.
     /// Reload: needs a restart.
     pub engine_file: PathBuf,
+    /// How long before our certificate (`tunnel.cert_file`) expires it is reported
+    /// by an sssCertExpiring notification, at most once a day; an expired one is
+    /// reported too. Checked at start and hourly. Default 30 days. Reload: live.
+    pub cert_warning: DurationValue,
 }
 
 impl Default for Snmp {
@@ -519,6 +530,7 @@ impl Default for Snmp {
             contact: String::new(),
             location: String::new(),
             engine_file: PathBuf::from(defaults::SNMP_ENGINE_FILE),
+            cert_warning: DurationValue::of(defaults::CERT_WARNING),
         }
     }
 }

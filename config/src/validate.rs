@@ -385,6 +385,7 @@ impl Validator {
                 }
             }
         }
+        self.duration("monitor.snmp.cert_warning", &s.cert_warning);
         for (i, t) in s.trap_targets.iter().enumerate() {
             let at = format!("monitor.snmp.trap_targets[{i}]");
             self.parsed(&format!("{at}.address"), &t.address);

@@ -127,7 +127,9 @@ impl Actor for Connection {
         let task = self.runtime.spawn(run);
         let peer = io.peer;
         let route = io.route;
-        ctx.wait(
+        // Spawned, not waited for: `ctx.wait` would hold every message back until the
+        // session ends, so a CloseSession (a stop) could never end it.
+        ctx.spawn(
             async move {
                 task.await.unwrap_or_else(|e| End {
                     code: Some(ErrorCode::Internal),

@@ -38,6 +38,7 @@ use crate::metrics::http::PrometheusServer;
 use crate::metrics::Metrics;
 use crate::snmp::agent::{self, Agent, SnmpAgent};
 use crate::snmp::mib;
+use crate::snmp::trap::{self, TrapSender};
 use crate::snmp::usm::Engine;
 use crate::snmp::v3::Usm;
 use crate::tun::{self, TunAdapter};
@@ -108,6 +109,9 @@ pub struct Daemon {
     snmp: Option<Addr<SnmpAgent>>,
     /// What the agent answers with, kept to hand it reloaded credentials.
     snmp_agent: Option<Arc<Agent>>,
+    /// Sends SNMP notifications while `monitor.snmp.enabled` and there are
+    /// `trap_targets`; started by a reload that adds the first target.
+    traps: Option<Addr<TrapSender>>,
     /// Built in `new` (so a failure stops the start), started in `started`.
     pending: Option<Tunnel>,
     tun: Option<Addr<TunAdapter>>,
@@ -175,6 +179,7 @@ impl Daemon {
             snmp_socket,
             snmp: None,
             snmp_agent: None,
+            traps: None,
             pending: Some(pending),
             tun: None,
             listener: None,
@@ -310,6 +315,7 @@ impl Daemon {
             agent::community(snmp),
             usm,
             system,
+            self.started,
             self.stats.clone(),
             self.metrics.clone(),
         ));
@@ -317,6 +323,27 @@ impl Daemon {
         let token = self.drain.as_ref().and_then(Drain::token);
         self.snmp_agent = Some(agent.clone());
         self.snmp = Some(SnmpAgent::new(socket, agent, log, token).start());
+    }
+
+    /// Starts the notification sender when SNMP is on and has somewhere to send to,
+    /// unless stopping. Before the tunnel, so no session goes unannounced.
+    fn start_traps(&mut self) {
+        let snmp = &self.config.monitor.snmp;
+        let stopping = self.drain.is_none();
+        if self.traps.is_some() || stopping || !snmp.enabled || snmp.trap_targets.is_empty() {
+            return;
+        }
+        let sender = TrapSender::new(
+            trap::Settings::from_config(&self.config),
+            self.stats.clone(),
+            self.metrics.clone(),
+            // SNMPv3 targets are sealed by the agent's USM engine (its users' keys).
+            self.snmp_agent.clone().map(|a| a as Arc<dyn trap::SealV3>),
+            self.started,
+            self.log.new(slog::o!("actor" => "snmp_traps")),
+            self.drain.as_ref().and_then(Drain::token),
+        );
+        self.traps = Some(sender.start());
     }
 
     fn components(&self) -> Vec<(&'static str, ComponentState)> {
@@ -361,6 +388,13 @@ impl Daemon {
             match &self.snmp {
                 None => ComponentState::Off,
                 Some(a) => on(a.connected()),
+            },
+        ));
+        parts.push((
+            "snmp_traps",
+            match &self.traps {
+                None => ComponentState::Off,
+                Some(t) => on(t.connected()),
             },
         ));
         for unbuilt in ["services", "balancer", "ratelimit"] {
@@ -437,6 +471,15 @@ impl Daemon {
             t.do_send(tun::SetRoutes(routes));
         }
         new
+    }
+
+    /// Hands the notification settings in force to the sender, or starts it when
+    /// the reload gave it its first target.
+    fn apply_traps(&mut self) {
+        match &self.traps {
+            Some(t) => t.do_send(trap::Reconfigure(trap::Settings::from_config(&self.config))),
+            None => self.start_traps(),
+        }
     }
 
     /// Loads and checks the file for a reload.
@@ -541,6 +584,7 @@ impl Actor for Daemon {
         self.start_control(ctx);
         self.start_prometheus(ctx);
         self.start_snmp();
+        self.start_traps();
         self.start_tunnel();
         self.listen_for_signals(ctx);
         info!(self.log, "daemon started";
@@ -573,6 +617,7 @@ impl Handler<Reload> for Daemon {
         };
         let changes = diff(&self.config, &new);
         self.config = self.apply(new, &changes);
+        self.apply_traps();
         self.digest = self.config.digest();
         let keys: Vec<&str> = changes.iter().map(|c| c.key.as_str()).collect();
         info!(self.log, "configuration reloaded";
@@ -654,6 +699,8 @@ impl Handler<Stop> for Daemon {
         self.prometheus = None;
         self.snmp = None;
         self.snmp_agent = None;
+        // Its task keeps sending until the sessions below have ended, on its token.
+        self.traps = None;
         self.audit = None;
         if let Some(l) = self.listener.take() {
             l.do_send(listener::Shutdown);

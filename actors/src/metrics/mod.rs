@@ -3,7 +3,8 @@
 //!
 //! Nothing is counted twice. The tunnel's numbers live in [`Stats`] (atomics the data
 //! path adds to anyway) and are read at scrape time by [`TunnelCollector`]; only what
-//! has no other home is counted here: control commands and SNMP requests. Labels take
+//! has no other home is counted here: control commands, SNMP requests and SNMP
+//! notifications. Labels take
 //! values from fixed sets (directions, drop reasons, error codes, command names), never
 //! from peers or packets. Process figures (CPU, RSS, open fds) come from the
 //! prometheus crate's process collector.
@@ -31,6 +32,9 @@ pub struct Metrics {
     pub control: IntCounterVec,
     /// SNMP requests by version, PDU type and result (`ok` or the error status).
     pub snmp: IntCounterVec,
+    /// SNMP notifications by notification (`tunnel_up`, ...) and result (`sent` or
+    /// why not), one per target and notification.
+    pub notifications: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -63,10 +67,19 @@ impl Metrics {
             &["version", "pdu", "result"],
         )
         .expect("valid metric");
+        let notifications = IntCounterVec::new(
+            Opts::new(
+                "sssonector_snmp_notifications_total",
+                "SNMP notifications, by notification and result (sent or why not), per target.",
+            ),
+            &["notification", "result"],
+        )
+        .expect("valid metric");
         let collectors: Vec<Box<dyn Collector>> = vec![
             Box::new(TunnelCollector::new(stats, mode)),
             Box::new(control.clone()),
             Box::new(snmp.clone()),
+            Box::new(notifications.clone()),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ];
         for c in collectors {
@@ -76,6 +89,7 @@ impl Metrics {
             registry,
             control,
             snmp,
+            notifications,
         }
     }
 
@@ -444,6 +458,9 @@ mod tests {
         let stats = Arc::new(Stats::default());
         let m = Metrics::new(stats.clone(), Mode::Server);
         m.control.with_label_values(&["status", "ok"]).inc();
+        m.notifications
+            .with_label_values(&["tunnel_up", "sent"])
+            .inc();
         let text = m.text();
         for s in SPECS {
             assert!(
@@ -457,6 +474,9 @@ mod tests {
         assert!(
             text.contains("sssonector_control_commands_total{command=\"status\",result=\"ok\"} 1")
         );
+        assert!(text.contains(
+            "sssonector_snmp_notifications_total{notification=\"tunnel_up\",result=\"sent\"} 1"
+        ));
         assert!(text.contains("process_open_fds "), "process metrics");
         assert!(text.contains("sssonector_tunnel_session_duration_seconds_bucket{le=\"+Inf\"} 0"));
     }

@@ -60,11 +60,13 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// An agent answering v2c for `community` and v3 for `usm`'s users.
+    /// An agent answering v2c for `community` and v3 for `usm`'s users; sysUpTime
+    /// counts from `started` (the daemon's start, as in its notifications).
     pub fn new(
         community: Option<Vec<u8>>,
         usm: Usm,
         system: System,
+        started: Instant,
         stats: Arc<Stats>,
         metrics: Arc<Metrics>,
     ) -> Self {
@@ -72,7 +74,7 @@ impl Agent {
             community: ArcSwapOption::from(community.map(Arc::new)),
             usm,
             system: ArcSwap::from_pointee(system),
-            started: Instant::now(),
+            started,
             stats,
             metrics,
             in_pkts: AtomicU32::new(0),
@@ -289,6 +291,13 @@ impl Agent {
     }
 }
 
+/// SNMPv3 notifications are sealed with the agent's engine and users.
+impl super::trap::SealV3 for Agent {
+    fn seal_trap(&self, user: &str, pdu: Pdus) -> Option<Vec<u8>> {
+        self.usm.seal_trap(user, pdu)
+    }
+}
+
 /// The binding after `name`, or `name` with endOfMibView.
 fn next_binding(view: &View, name: &ObjectIdentifier) -> VarBind {
     match view.next(&arcs(name)) {
@@ -361,7 +370,8 @@ fn arcs(oid: &ObjectIdentifier) -> Vec<u32> {
     oid.to_vec()
 }
 
-fn syntax(v: &Value) -> ObjectSyntax {
+/// `v` as the BER value rasn encodes: one mapping for responses and notifications.
+pub(crate) fn syntax(v: &Value) -> ObjectSyntax {
     match v {
         Value::Integer(n) => ObjectSyntax::Simple(SimpleSyntax::Integer(Integer::from(*n))),
         Value::Octets(b) => {
@@ -480,7 +490,14 @@ mod tests {
             mode: 1,
         };
         let usm = Usm::new(Engine::ephemeral(), &[user]);
-        Agent::new(Some(b"public".to_vec()), usm, system, stats, metrics)
+        Agent::new(
+            Some(b"public".to_vec()),
+            usm,
+            system,
+            Instant::now(),
+            stats,
+            metrics,
+        )
     }
 
     fn get_sysdescr() -> Pdus {

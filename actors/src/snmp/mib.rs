@@ -121,11 +121,11 @@ fn gauge(n: u64) -> Value {
 }
 
 /// One cell of `sssPeerTable`.
-fn peer_cell(p: &PeerView, column: u32) -> Value {
+fn cell_value(p: &PeerView, column: u32) -> Value {
     let c = &p.counters;
     match column {
-        2 => text(&p.peer),
-        3 => text(&p.remote),
+        PEER_NAME => text(&p.peer),
+        PEER_REMOTE => text(&p.remote),
         4 => text(&p.inner.to_string()),
         5 => Value::Counter64(c.bytes_in),
         6 => Value::Counter64(c.bytes_out),
@@ -194,7 +194,7 @@ impl View {
         let mut peers: Vec<(u32, PeerView)> = s
             .peers
             .into_iter()
-            .filter_map(|p| u32::try_from(p.id).ok().map(|i| (i, p)))
+            .filter_map(|p| peer_index(p.id).map(|i| (i, p)))
             .collect();
         peers.sort_by_key(|(i, _)| *i);
         Self { scalars: e, peers }
@@ -217,7 +217,7 @@ impl View {
                 Some([index]) => self
                     .peers
                     .binary_search_by_key(index, |(i, _)| *i)
-                    .map(|r| peer_cell(&self.peers[r].1, column))
+                    .map(|r| cell_value(&self.peers[r].1, column))
                     .map_err(|_| Missing::Instance),
                 _ => Err(Missing::Instance),
             };
@@ -238,12 +238,12 @@ impl View {
         let scalar = self.scalars.get(i);
         let cell = self.next_cell(oid);
         match (scalar, cell) {
-            (Some((o, _)), Some((column, row))) if at_cell(column, row.0) < *o => {
-                Some((at_cell(column, row.0), peer_cell(&row.1, column)))
+            (Some((o, _)), Some((column, row))) if peer_cell(column, row.0) < *o => {
+                Some((peer_cell(column, row.0), cell_value(&row.1, column)))
             }
             (Some((o, v)), _) => Some((o.clone(), v.clone())),
             (None, Some((column, row))) => {
-                Some((at_cell(column, row.0), peer_cell(&row.1, column)))
+                Some((peer_cell(column, row.0), cell_value(&row.1, column)))
             }
             (None, None) => None,
         }
@@ -304,8 +304,19 @@ impl View {
     }
 }
 
-/// The OID of peer table cell `column.index`.
-fn at_cell(column: u32, index: u32) -> Oid {
+/// sssPeerName, the peer table's column 2.
+pub const PEER_NAME: u32 = 2;
+/// sssPeerRemote, the peer table's column 3.
+pub const PEER_REMOTE: u32 = 3;
+
+/// The sssPeerTable index of session `id`: the id itself while it fits the index's
+/// `Unsigned32 (1..4294967295)`, else none (the session has no row).
+pub fn peer_index(id: u64) -> Option<u32> {
+    u32::try_from(id).ok().filter(|i| *i != 0)
+}
+
+/// The OID of `column` in the peer table's row `index`: sssPeerEntry.column.index.
+pub fn peer_cell(column: u32, index: u32) -> Oid {
     at(PEER_ENTRY, &[column, index])
 }
 
@@ -348,7 +359,7 @@ mod tests {
         let mut all = view.scalars.clone();
         for column in PEER_COLUMNS {
             for (index, p) in &view.peers {
-                all.push((at_cell(column, *index), peer_cell(p, column)));
+                all.push((peer_cell(column, *index), cell_value(p, column)));
             }
         }
         all.sort_by(|a, b| a.0.cmp(&b.0));

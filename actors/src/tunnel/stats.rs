@@ -1,6 +1,11 @@
 //! The tunnel's counters, kept in one place: the data path adds to per-session
 //! atomics (relaxed, no locks), and totals are the sum of the live sessions plus what
 //! closed sessions left behind. `ctl status` reads them here; metrics and SNMP will too.
+//!
+//! Sessions starting and ending are also published as [`TunnelEvent`]s on a bounded
+//! broadcast channel ([`Stats::subscribe`]), for the SNMP notifier: publishing never
+//! blocks nor allocates, and a listener that falls behind loses the oldest events
+//! (it learns how many) instead of slowing the tunnel.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -8,6 +13,7 @@ use std::time::{Instant, SystemTime};
 
 use serde::Serialize;
 use serde_json::{json, Value};
+use tokio::sync::broadcast;
 
 use super::compress::Algorithm;
 use crate::error::ErrorCode;
@@ -211,6 +217,37 @@ pub const OUTCOMES: [ErrorCode; 10] = [
     ErrorCode::Internal,
 ];
 
+/// Events a [`Stats::subscribe`] receiver holds before the oldest are lost: far more
+/// than sessions start or end between two sends of the slowest listener (one UDP
+/// datagram per target), small enough that the slots (a few words each, allocated
+/// once) cost nothing. A slot lets go of its session once every receiver read it.
+pub const EVENT_CAPACITY: usize = 256;
+
+/// A session joined or left the registry: what SNMP notifications report.
+///
+/// Carries the session itself (an `Arc` clone: publishing allocates nothing) so a
+/// listener reads its id, peer and remote address as the peer table showed them.
+/// New kinds of events (endpoints, breakers) are new variants.
+#[derive(Clone, Debug)]
+pub enum TunnelEvent {
+    /// A session completed its handshakes and now has a row in the peer table.
+    Up {
+        /// The session.
+        session: Arc<Session>,
+    },
+    /// A session ended and its row is gone.
+    Down {
+        /// The session.
+        session: Arc<Session>,
+        /// What ended it: the stable name of its [`ErrorCode`], or `"local"` when
+        /// this daemon did (a stop, a shutdown).
+        reason: &'static str,
+    },
+}
+
+/// [`TunnelEvent::Down`]'s reason when this daemon ended the session.
+pub const LOCAL_REASON: &str = "local";
+
 /// All of the tunnel's numbers.
 #[derive(Debug)]
 pub struct Stats {
@@ -228,6 +265,10 @@ pub struct Stats {
     /// Closed sessions per duration bucket (not cumulative); the rest are longer.
     duration_buckets: [AtomicU64; DURATION_BUCKETS.len()],
     closed: AtomicU64,
+    /// Sessions starting and ending, for [`Stats::subscribe`]; sent while the
+    /// `sessions` lock is held, so a listener that sees no live session has already
+    /// been sent every event.
+    events: broadcast::Sender<TunnelEvent>,
 }
 
 impl Default for Stats {
@@ -243,6 +284,7 @@ impl Default for Stats {
             duration_total_ms: AtomicU64::new(0),
             duration_buckets: Default::default(),
             closed: AtomicU64::new(0),
+            events: broadcast::Sender::new(EVENT_CAPACITY),
         }
     }
 }
@@ -255,20 +297,26 @@ fn slot(code: ErrorCode) -> usize {
 }
 
 impl Stats {
-    /// Records a live session.
+    /// Records a live session and publishes [`TunnelEvent::Up`].
     pub fn opened(&self, session: Arc<Session>) {
         let mut live = self.sessions.lock().expect("stats lock not poisoned");
-        live.push(session);
+        live.push(session.clone());
         self.sessions_total.fetch_add(1, Relaxed);
         self.peak.fetch_max(live.len() as u64, Relaxed);
+        self.publish(TunnelEvent::Up { session });
     }
 
-    /// Retires a session: its counters join the totals, its duration is recorded;
-    /// `code` says what ended it (`None`: this daemon did).
+    /// Retires a session: its counters join the totals, its duration is recorded,
+    /// [`TunnelEvent::Down`] is published; `code` says what ended it (`None`: this
+    /// daemon did).
     pub fn closed(&self, session: &Arc<Session>, code: Option<ErrorCode>) {
         let mut live = self.sessions.lock().expect("stats lock not poisoned");
         live.retain(|s| !Arc::ptr_eq(s, session));
         self.base.absorb(&session.counters);
+        self.publish(TunnelEvent::Down {
+            session: session.clone(),
+            reason: code.map_or(LOCAL_REASON, ErrorCode::as_str),
+        });
         drop(live);
         if let Some(code) = code {
             self.session_ends[slot(code)].fetch_add(1, Relaxed);
@@ -280,6 +328,20 @@ impl Stats {
             self.duration_buckets[i].fetch_add(1, Relaxed);
         }
         self.closed.fetch_add(1, Relaxed);
+    }
+
+    /// A receiver of every [`TunnelEvent`] from now on. It holds at most
+    /// [`EVENT_CAPACITY`] unread events; past that the oldest are lost and its next
+    /// `recv` says how many (`RecvError::Lagged`), for the listener to count.
+    pub fn subscribe(&self) -> broadcast::Receiver<TunnelEvent> {
+        self.events.subscribe()
+    }
+
+    /// Sends `event` to the subscribers, if any. Never blocks: the channel's slots
+    /// are allocated once and a full one overwrites its oldest event.
+    fn publish(&self, event: TunnelEvent) {
+        // An error only says nobody listens now, which is fine.
+        let _ = self.events.send(event);
     }
 
     /// Counts a failed TLS or session handshake.
@@ -519,5 +581,52 @@ mod tests {
         // A session closed at once lies in the first bucket and every later one.
         assert_eq!(snap.durations.count, 1);
         assert!(snap.durations.buckets.iter().all(|(_, n)| *n == 1));
+    }
+
+    #[test]
+    fn subscribers_hear_sessions_start_and_end_with_the_reason() {
+        let stats = Stats::default();
+        let quiet = session(&stats);
+        let mut rx = stats.subscribe();
+        let a = session(&stats);
+        stats.closed(&a, Some(ErrorCode::PeerTimeout));
+        stats.closed(&quiet, None);
+        match rx.try_recv().expect("up") {
+            TunnelEvent::Up { session } => assert!(Arc::ptr_eq(&session, &a)),
+            other => panic!("{other:?}"),
+        }
+        match rx.try_recv().expect("down") {
+            TunnelEvent::Down { session, reason } => {
+                assert_eq!((session.id, reason), (a.id, "E_PEER_TIMEOUT"));
+            }
+            other => panic!("{other:?}"),
+        }
+        match rx.try_recv().expect("down") {
+            TunnelEvent::Down { reason, .. } => assert_eq!(reason, LOCAL_REASON),
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            rx.is_empty(),
+            "a session opened before subscribing is not news"
+        );
+    }
+
+    #[test]
+    fn a_lagging_subscriber_loses_the_oldest_events_and_learns_how_many() {
+        use tokio::sync::broadcast::error::TryRecvError;
+        let stats = Stats::default();
+        let mut rx = stats.subscribe();
+        let first = session(&stats);
+        for _ in 0..EVENT_CAPACITY {
+            let s = session(&stats);
+            stats.closed(&s, None);
+        }
+        // 1 + 2 * capacity events sent, the newest `capacity` kept.
+        assert_eq!(
+            rx.try_recv().map(|_| ()),
+            Err(TryRecvError::Lagged(EVENT_CAPACITY as u64 + 1))
+        );
+        assert_eq!(rx.len(), EVENT_CAPACITY);
+        assert!(stats.current() == 1 && first.id > 0);
     }
 }

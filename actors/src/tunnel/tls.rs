@@ -192,7 +192,12 @@ fn ca_roots(tunnel: &Tunnel) -> Result<Arc<RootCertStore>> {
     Ok(Arc::new(roots))
 }
 
-fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
+/// The certificates of the PEM file at `path`, in file order (the leaf first in a
+/// chain).
+///
+/// # Errors
+/// `E_TLS_CONFIG` when the file cannot be read or holds no certificate.
+pub(crate) fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
     let certs = CertificateDer::pem_file_iter(path)
         .and_then(|iter| iter.collect::<std::result::Result<Vec<_>, _>>())
         .map_err(|e| file_error(path, e))?;
