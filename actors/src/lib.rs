@@ -14,6 +14,9 @@
 //!   [`tunnel::codec`] (the frame format, protocol version 1), [`tunnel::session`]
 //!   (Hello/Accept and the server's decision), [`tunnel::hub`] (the per-packet path
 //!   and routing), [`tunnel::stats`] (the counters).
+//! - [`balancer`] (server, layer 4): [`balancer::strategy`] (round robin, least
+//!   connections, smooth weighted round robin over a pool of endpoints); the actor
+//!   comes later.
 //! - [`logging`]: slog with a run-time level.
 //! - [`drain`]: drain tokens, how a stop knows the children have finished.
 //! - [`error`]: the error type and its stable codes.
@@ -21,6 +24,7 @@
 #![forbid(unsafe_code)]
 
 pub mod audit;
+pub mod balancer;
 pub mod connection;
 pub mod control;
 pub mod daemon;
