@@ -15,8 +15,8 @@
 //!   (Hello/Accept and the server's decision), [`tunnel::hub`] (the per-packet path
 //!   and routing), [`tunnel::stats`] (the counters).
 //! - [`balancer`] (server, layer 4): [`balancer::strategy`] (round robin, least
-//!   connections, smooth weighted round robin over a pool of endpoints); the actor
-//!   comes later.
+//!   connections, smooth weighted round robin over a pool of endpoints) and
+//!   [`balancer::health`] (health-check thresholds); the actor comes later.
 //! - [`logging`]: slog with a run-time level.
 //! - [`drain`]: drain tokens, how a stop knows the children have finished.
 //! - [`error`]: the error type and its stable codes.
