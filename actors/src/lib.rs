@@ -17,6 +17,8 @@
 //! - [`balancer`] (server, layer 4): [`balancer::strategy`] (round robin, least
 //!   connections, smooth weighted round robin over a pool of endpoints) and
 //!   [`balancer::health`] (health-check thresholds); the actor comes later.
+//! - [`breaker`]: [`breaker::machine`], one endpoint's circuit breaker (closed / open /
+//!   half-open); the actor comes later.
 //! - [`logging`]: slog with a run-time level.
 //! - [`drain`]: drain tokens, how a stop knows the children have finished.
 //! - [`error`]: the error type and its stable codes.
@@ -25,6 +27,7 @@
 
 pub mod audit;
 pub mod balancer;
+pub mod breaker;
 pub mod connection;
 pub mod control;
 pub mod daemon;
