@@ -284,9 +284,10 @@ impl Pool {
         Some(i)
     }
 
-    /// nginx's smooth weighted round robin (ngx_http_upstream_get_peer, 2012): every
-    /// candidate's `current` grows by its weight, the largest wins (the first on a
-    /// tie) and gives back the candidates' total weight. Each run of `total` picks
+    /// nginx's smooth weighted round robin (`ngx_http_upstream_get_peer` since nginx
+    /// commit 27e94984 "smooth weighted round-robin balancing"): every candidate's
+    /// `current` grows by its weight, the largest wins (the first on a tie) and gives
+    /// back the candidates' total weight. Each run of `total` picks
     /// gives every endpoint exactly its weight, spread out rather than in bursts:
     /// weights a=1, b=2 give b,a,b, b,a,b, …; a=5, b=1, c=1 give a,a,b,a,c,a,a.
     /// Unlike nginx, weights do not drop after failures: health checks and breakers
@@ -416,7 +417,7 @@ mod tests {
 
     #[test]
     fn weighted_matches_nginx_example() {
-        // The sequence from nginx's commit introducing smooth weighted round robin.
+        // The example in nginx commit 27e94984, which introduced the algorithm.
         let mut p = pool(Kind::WeightedRoundRobin, &[5, 1, 1]);
         assert_eq!(picks(&mut p, 7), [0, 0, 1, 0, 2, 0, 0]);
     }
