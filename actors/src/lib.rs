@@ -14,8 +14,13 @@
 //!   [`tunnel::codec`] (the frame format, protocol version 1), [`tunnel::session`]
 //!   (Hello/Accept and the server's decision), [`tunnel::hub`] (the per-packet path
 //!   and routing), [`tunnel::stats`] (the counters).
+//! - [`balancer`] (server, layer 4): [`balancer::strategy`] (round robin, least
+//!   connections, smooth weighted round robin over a pool of endpoints) and
+//!   [`balancer::health`] (health-check thresholds); the actor comes later.
+//! - [`breaker`]: [`breaker::machine`], one endpoint's circuit breaker (closed / open /
+//!   half-open); the actor comes later.
 //! - [`metrics`]: the Prometheus registry; [`snmp`]: the SNMP agent ([`snmp::agent`],
-//!   [`snmp::mib`], [`snmp::usm`]) and its notifications ([`snmp::trap`]).
+//!   [`snmp::mib`], [`snmp::usm`], [`snmp::v3`]) and its notifications ([`snmp::trap`]).
 //! - [`logging`]: slog with a run-time level.
 //! - [`drain`]: drain tokens, how a stop knows the children have finished.
 //! - [`error`]: the error type and its stable codes.
@@ -23,6 +28,8 @@
 #![forbid(unsafe_code)]
 
 pub mod audit;
+pub mod balancer;
+pub mod breaker;
 pub mod connection;
 pub mod control;
 pub mod daemon;

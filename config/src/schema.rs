@@ -281,7 +281,8 @@ pub enum Strategy {
     RoundRobin,
     /// The endpoint with the fewest active streams.
     LeastConnections,
-    /// Smooth weighted round robin (weights 1 and 2 give a,b,b,a,b,b).
+    /// Smooth weighted round robin, as nginx does it: weights 1 and 2 give
+    /// b,a,b,b,a,b (each its share per round, no bursts).
     WeightedRoundRobin,
 }
 

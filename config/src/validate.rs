@@ -14,6 +14,9 @@ use serde::Serialize;
 use crate::schema::{defaults, Config, Mode};
 use crate::value::{Parsed, Port};
 
+/// Most failures a breaker may wait for: the failure times it keeps stay small.
+const MAX_BREAKER_FAILURES: u64 = 10_000;
+
 /// One problem of a configuration.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Problem {
@@ -86,6 +89,12 @@ impl Validator {
     fn at_least(&mut self, path: &str, value: u64, min: u64) {
         if value < min {
             self.fail(path, format!("{value} is below the minimum {min}"));
+        }
+    }
+
+    fn at_most(&mut self, path: &str, value: u64, max: u64) {
+        if value > max {
+            self.fail(path, format!("{value} is above the maximum {max}"));
         }
     }
 
@@ -281,6 +290,12 @@ impl Validator {
 
         let r = &c.breaker;
         self.at_least("breaker.max_failures", r.max_failures.into(), 1);
+        // Each breaker keeps the times of its last `max_failures` failures.
+        self.at_most(
+            "breaker.max_failures",
+            r.max_failures.into(),
+            MAX_BREAKER_FAILURES,
+        );
         self.at_least(
             "breaker.half_open_max_calls",
             r.half_open_max_calls.into(),
