@@ -1,6 +1,6 @@
 //! # sssonector-config
 //!
-//! The configuration of an SSSonector daemon: its [schema](schema), layered
+//! The configuration of an SSSonector daemon: its [schema], layered
 //! [loading](load()) from YAML/JSON/TOML plus `SSSONECTOR_*` environment overrides,
 //! [validation](validate()) that reports every problem at once with its key path, and
 //! [`diff`] for reloads.

@@ -2,7 +2,7 @@
 //! same snapshot of the tunnel's counters) the SNMP agent all read.
 //!
 //! Nothing is counted twice. The tunnel's numbers live in [`Stats`] (atomics the data
-//! path adds to anyway) and are read at scrape time by [`TunnelCollector`]; only what
+//! path adds to anyway) and are read at scrape time by `TunnelCollector`; only what
 //! has no other home is counted here: control commands, SNMP requests and SNMP
 //! notifications. Labels take
 //! values from fixed sets (directions, drop reasons, error codes, command names), never

@@ -5,7 +5,7 @@
 //! A datagram that does not decode is counted (snmpInASNParseErrs) and dropped; a
 //! wrong community is counted (snmpInBadCommunityNames) and gets no answer, as RFC
 //! 3584 asks; a v3 message USM refuses is counted in usmStats and answered with a
-//! Report when the manager asked for one ([`v3`](super::v3)); a SET is answered
+//! Report when the manager asked for one ([`super::v3`]); a SET is answered
 //! `notWritable`. Responses stay within [`MAX_RESPONSE`] bytes and the manager's
 //! msgMaxSize: GetBulk returns as many bindings as fit, Get and GetNext answer `tooBig`
 //! when theirs do not.

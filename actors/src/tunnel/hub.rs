@@ -6,7 +6,7 @@
 //! the read buffer into a pooled [`Chunk`] behind its frame header, as many as the
 //! device has ready, and each chunk goes to the session's writer task in one channel
 //! send: no per-packet allocation, lock or message. A session whose queue stays full
-//! for [`QUEUE_WAIT`] has the chunk dropped and counted (`queue_full`), as a router
+//! for `QUEUE_WAIT` has the chunk dropped and counted (`queue_full`), as a router
 //! would, so one slow peer never holds the others up for long.
 //!
 //! Packets arriving from a session go to the TUN device, or, on a server, straight
@@ -143,7 +143,7 @@ pub struct PeerTx {
     pub gso: bool,
     /// The session's counters.
     pub counters: Arc<Counters>,
-    /// Its queue stayed full for [`QUEUE_WAIT`]: drop at once until it drains.
+    /// Its queue stayed full for `QUEUE_WAIT`: drop at once until it drains.
     pub congested: std::sync::atomic::AtomicBool,
 }
 
@@ -530,7 +530,7 @@ fn push_plain(out: &mut Outbox, peer: &Arc<PeerTx>, packet: &[u8], pool: &Pool) 
 /// Each wakeup reads as many packets as the device has ready (up to 256) before
 /// handing the chunks on, so a burst costs one channel send per chunk. Each read lands
 /// in the outbox's chunk right behind room for its frame header, so a packet for the
-/// session the chunk is filling for is never copied (see [`Hub::place_read`]).
+/// session the chunk is filling for is never copied (see `Hub::place_read`).
 pub async fn tun_reader(hub: Arc<Hub>, cancel: CancellationToken) -> io::Result<()> {
     let mut out = Outbox::new(&hub.pool);
     let mut spare = vec![0u8; READ_MAX].into_boxed_slice();
