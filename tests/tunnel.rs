@@ -628,8 +628,9 @@ fn base_mibs() -> PathBuf {
     dir
 }
 
-/// A Net-SNMP tool run in `ns` with SSSONECTOR-MIB loaded and no system config.
-fn snmp_tool(ns: &Netns, tool: &str, args: &[&str]) -> std::process::Output {
+/// Net-SNMP's `tool` in `ns` without the system's configuration, with the base MIBs
+/// and SSSONECTOR-MIB loaded (`-M`, `-m`): the caller adds the rest.
+fn net_snmp(ns: &Netns, tool: &str) -> Command {
     let base = base_mibs();
     let persistent = common::repo().join("target").join("snmp-persistent");
     std::fs::create_dir_all(&persistent).expect("dir");
@@ -642,17 +643,14 @@ fn snmp_tool(ns: &Netns, tool: &str, args: &[&str]) -> std::process::Output {
     cmd.arg(format!("SNMPCONFPATH={}", base.display()))
         .arg(format!("SNMP_PERSISTENT_DIR={}", persistent.display()))
         .arg(tool)
-        .args([
-            "-M",
-            &mibs,
-            "-m",
-            "SNMPv2-MIB:SSSONECTOR-MIB",
-            "-r",
-            "1",
-            "-t",
-            "1",
-        ])
-        .args(args);
+        .args(["-M", &mibs, "-m", "SNMPv2-MIB:SSSONECTOR-MIB"]);
+    cmd
+}
+
+/// A Net-SNMP tool run in `ns` with SSSONECTOR-MIB loaded and no system config.
+fn snmp_tool(ns: &Netns, tool: &str, args: &[&str]) -> std::process::Output {
+    let mut cmd = net_snmp(ns, tool);
+    cmd.args(["-r", "1", "-t", "1"]).args(args);
     common::netns::output_within(cmd, Duration::from_secs(60))
 }
 
@@ -1014,22 +1012,10 @@ impl TrapReceiver {
         );
         std::fs::write(&conf, format!("authCommunity log public\n{users}"))
             .expect("snmptrapd.conf written");
-        let base = base_mibs();
-        let persistent = common::repo().join("target").join("snmp-persistent");
-        std::fs::create_dir_all(&persistent).expect("dir");
-        let mibs = format!(
-            "{}:{}",
-            base.display(),
-            common::repo().join("mibs").display()
-        );
-        let mut cmd = ns.command("env");
-        cmd.arg(format!("SNMPCONFPATH={}", base.display()))
-            .arg(format!("SNMP_PERSISTENT_DIR={}", persistent.display()))
-            .arg("snmptrapd")
-            // Foreground, log to stdout, only our configuration file.
-            .args(["-f", "-Lo", "-C", "-c"])
+        let mut cmd = net_snmp(ns, "snmptrapd");
+        // Foreground, log to stdout, only our configuration file.
+        cmd.args(["-f", "-Lo", "-C", "-c"])
             .arg(&conf)
-            .args(["-M", &mibs, "-m", "SNMPv2-MIB:SSSONECTOR-MIB"])
             .arg(format!(
                 "udp:127.0.0.1:{TRAP_PORT},udp:127.0.0.1:{TRAP_PORT_V3}"
             ))
