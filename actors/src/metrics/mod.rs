@@ -450,7 +450,7 @@ impl Collector for TunnelCollector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tunnel::stats::Session;
+    use crate::tunnel::stats::test_session;
     use std::sync::atomic::Ordering::Relaxed;
 
     #[test]
@@ -485,14 +485,7 @@ mod tests {
     fn the_numbers_are_the_tunnels_own() {
         let stats = Arc::new(Stats::default());
         let m = Metrics::new(stats.clone(), Mode::Client);
-        let s = Session::starting(
-            "server".into(),
-            "192.0.2.1:8443".into(),
-            "10.0.0.2".parse().expect("ip"),
-            None,
-            Arc::default(),
-        );
-        stats.opened(s.clone());
+        let s = test_session(&stats, "server");
         s.counters.bytes_out.fetch_add(1234, Relaxed);
         stats.base.drop_packet(DropReason::NoRoute);
         let json = m.to_json();

@@ -19,7 +19,7 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use rasn::types::{Integer, ObjectIdentifier, OctetString};
 use rasn_smi::v1::{Counter, Gauge, TimeTicks};
 use rasn_smi::v2::{ApplicationSyntax, Counter64, ObjectSyntax, SimpleSyntax};
-use rasn_snmp::v2::{Pdu, Pdus, Report, Response, VarBind, VarBindValue};
+use rasn_snmp::v2::{Pdu, Pdus, Response, VarBind, VarBindValue};
 use rasn_snmp::v2c::Message;
 use slog::{debug, error, info, Logger};
 use tokio::net::UdpSocket;
@@ -134,7 +134,10 @@ impl Agent {
             return None;
         }
         let budget = MAX_RESPONSE.saturating_sub(OVERHEAD_V2C + msg.community.len());
-        let (name, pdu) = self.operate(msg.data, budget)?;
+        let Some((name, pdu)) = self.operate(msg.data, budget) else {
+            self.count("2c", "other", "ignored");
+            return None;
+        };
         self.count("2c", name, result(&pdu));
         let reply = Message {
             version: msg.version,
@@ -160,12 +163,16 @@ impl Agent {
         if !self.our_context(&request) {
             let n = self.unknown_contexts.fetch_add(1, Relaxed) + 1;
             self.count("3", "unknown", "unknown_context");
-            let report = counter_report(&request, mib::UNKNOWN_CONTEXTS, n);
+            let id = v3::request_id(&request.scoped.data);
+            let report = v3::counter_report(id, mib::UNKNOWN_CONTEXTS, n);
             return self.usm.seal(&request, report);
         }
         let room = request.max_size.min(MAX_RESPONSE);
         let budget = room.saturating_sub(OVERHEAD_V3 + request.user.len());
-        let (name, pdu) = self.operate(request.scoped.data.clone(), budget)?;
+        let Some((name, pdu)) = self.operate(request.scoped.data.clone(), budget) else {
+            self.count("3", "other", "ignored");
+            return None;
+        };
         self.count("3", name, result(&pdu));
         self.usm.seal(&request, Pdus::Response(Response(pdu)))
     }
@@ -191,10 +198,7 @@ impl Agent {
                 p.error_index = 1;
                 ("set", p)
             }
-            _ => {
-                self.count("any", "other", "ignored");
-                return None;
-            }
+            _ => return None,
         })
     }
 
@@ -342,28 +346,6 @@ fn result(pdu: &Pdu) -> &'static str {
         Pdu::ERROR_STATUS_TOO_BIG => "too_big",
         _ => "not_writable",
     }
-}
-
-/// A Report PDU carrying one counter (RFC 3412 §7.1 step 3).
-fn counter_report(request: &Request, oid: &[u32], count: u32) -> Pdus {
-    let request_id = match &request.scoped.data {
-        Pdus::GetRequest(r) => r.0.request_id,
-        Pdus::GetNextRequest(r) => r.0.request_id,
-        Pdus::GetBulkRequest(r) => r.0.request_id,
-        Pdus::SetRequest(r) => r.0.request_id,
-        _ => 0,
-    };
-    Pdus::Report(Report(Pdu {
-        request_id,
-        error_status: Pdu::ERROR_STATUS_NO_ERROR,
-        error_index: 0,
-        variable_bindings: vec![VarBind {
-            name: ObjectIdentifier::new_unchecked(oid.to_vec().into()),
-            value: VarBindValue::Value(ObjectSyntax::ApplicationWide(ApplicationSyntax::Counter(
-                Counter(count),
-            ))),
-        }],
-    }))
 }
 
 fn arcs(oid: &ObjectIdentifier) -> Vec<u32> {

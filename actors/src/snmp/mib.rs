@@ -236,16 +236,14 @@ impl View {
             .scalars
             .partition_point(|(o, _)| o.as_slice().cmp(oid) != Ordering::Greater);
         let scalar = self.scalars.get(i);
-        let cell = self.next_cell(oid);
+        let cell = self
+            .next_cell(oid)
+            .map(|(column, (index, p))| (peer_cell(column, *index), column, p));
         match (scalar, cell) {
-            (Some((o, _)), Some((column, row))) if peer_cell(column, row.0) < *o => {
-                Some((peer_cell(column, row.0), cell_value(&row.1, column)))
+            (_, Some((c, column, p))) if scalar.is_none_or(|(o, _)| c < *o) => {
+                Some((c, cell_value(p, column)))
             }
-            (Some((o, v)), _) => Some((o.clone(), v.clone())),
-            (None, Some((column, row))) => {
-                Some((peer_cell(column, row.0), cell_value(&row.1, column)))
-            }
-            (None, None) => None,
+            (scalar, _) => scalar.cloned(),
         }
     }
 
@@ -323,9 +321,8 @@ pub fn peer_cell(column: u32, index: u32) -> Oid {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tunnel::stats::{Session, Stats};
+    use crate::tunnel::stats::{test_session, Stats};
     use std::sync::atomic::Ordering::Relaxed;
-    use std::sync::Arc;
 
     fn system() -> System {
         System {
@@ -341,15 +338,8 @@ mod tests {
     fn view_with_peers(n: usize) -> View {
         let stats = Stats::default();
         for i in 0..n {
-            let s = Session::starting(
-                format!("c{i}"),
-                "192.0.2.1:1".into(),
-                "10.0.0.2".parse().expect("ip"),
-                None,
-                Arc::default(),
-            );
+            let s = test_session(&stats, &format!("c{i}"));
             s.counters.bytes_in.fetch_add(10 * i as u64, Relaxed);
-            stats.opened(s);
         }
         View::build(&system(), &AgentCounts::default(), stats.snapshot())
     }
@@ -375,11 +365,7 @@ mod tests {
         ) {
             let stats = Stats::default();
             for (i, close) in closed.iter().enumerate() {
-                let s = Session::starting(
-                    format!("c{i}"), "192.0.2.1:1".into(), "10.0.0.2".parse().expect("ip"),
-                    None, Arc::default(),
-                );
-                stats.opened(s.clone());
+                let s = test_session(&stats, &format!("c{i}"));
                 if *close {
                     stats.closed(&s, None);
                 }

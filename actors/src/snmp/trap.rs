@@ -734,7 +734,7 @@ pub fn read_cert(path: &std::path::Path) -> Result<CertFacts, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tunnel::stats::Session;
+    use crate::tunnel::stats::test_session;
     use rasn_smi::v1::TimeTicks;
     use rasn_smi::v2::{ApplicationSyntax, ObjectSyntax, SimpleSyntax};
 
@@ -884,14 +884,7 @@ mod tests {
     fn tunnel_notifications_name_the_sessions_peer_table_row() {
         let stats = Arc::new(Stats::default());
         let mut rx = stats.subscribe();
-        let s = Session::starting(
-            "c1".into(),
-            "192.0.2.1:4000".into(),
-            "10.0.0.2".parse().expect("ip"),
-            None,
-            Arc::default(),
-        );
-        stats.opened(s.clone());
+        let s = test_session(&stats, "c1");
         let event = rx.try_recv().expect("an event");
         let n = Notification::from_event(&event).expect("a row");
         let system = mib::System {

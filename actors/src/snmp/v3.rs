@@ -55,16 +55,6 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    /// Every refusal, in counter order.
-    pub const ALL: [Refusal; 6] = [
-        Refusal::UnsupportedSecLevel,
-        Refusal::NotInTimeWindow,
-        Refusal::UnknownUserName,
-        Refusal::UnknownEngineId,
-        Refusal::WrongDigest,
-        Refusal::DecryptionError,
-    ];
-
     /// The usmStats counter's OID, without the `.0` instance.
     pub fn oid(self) -> [u32; 10] {
         [1, 3, 6, 1, 6, 3, 15, 1, 1, self as u32]
@@ -317,28 +307,11 @@ impl Usm {
         signer: Option<&User>,
     ) -> Option<Vec<u8>> {
         let count = self.refused[why as usize - 1].load(Relaxed);
-        let pdu = Pdu {
-            request_id,
-            error_status: Pdu::ERROR_STATUS_NO_ERROR,
-            error_index: 0,
-            variable_bindings: vec![VarBind {
-                name: ObjectIdentifier::new_unchecked(
-                    why.oid()
-                        .iter()
-                        .copied()
-                        .chain([0])
-                        .collect::<Vec<_>>()
-                        .into(),
-                ),
-                value: VarBindValue::Value(ObjectSyntax::ApplicationWide(
-                    ApplicationSyntax::Counter(Counter(count)),
-                )),
-            }],
-        };
+        let oid: Vec<u32> = why.oid().iter().copied().chain([0]).collect();
         let scoped = ScopedPdu {
             engine_id: OctetString::from(self.engine.id().to_vec()),
             name: OctetString::from_static(&[]),
-            data: Pdus::Report(Report(pdu)),
+            data: counter_report(request_id, &oid, count),
         };
         let (flags, user) = match signer {
             Some(_) => (FLAG_AUTH, params.user_name.as_ref()),
@@ -431,8 +404,24 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
-/// A PDU's request-id, if it has one.
-fn request_id(pdus: &Pdus) -> i32 {
+/// A Report PDU carrying one counter, e.g. the usmStats one that refused a request
+/// (RFC 3412 §7.1 step 3).
+pub(crate) fn counter_report(request_id: i32, oid: &[u32], count: u32) -> Pdus {
+    Pdus::Report(Report(Pdu {
+        request_id,
+        error_status: Pdu::ERROR_STATUS_NO_ERROR,
+        error_index: 0,
+        variable_bindings: vec![VarBind {
+            name: ObjectIdentifier::new_unchecked(oid.to_vec().into()),
+            value: VarBindValue::Value(ObjectSyntax::ApplicationWide(ApplicationSyntax::Counter(
+                Counter(count),
+            ))),
+        }],
+    }))
+}
+
+/// A request PDU's request-id; 0 for the others.
+pub(crate) fn request_id(pdus: &Pdus) -> i32 {
     match pdus {
         Pdus::GetRequest(r) => r.0.request_id,
         Pdus::GetNextRequest(r) => r.0.request_id,
@@ -445,7 +434,7 @@ fn request_id(pdus: &Pdus) -> i32 {
 
 #[cfg(test)]
 mod tests {
-    use std::time::{Duration, Instant};
+    use std::time::Instant;
 
     use rasn_snmp::v2::GetRequest;
     use sssonector_config::{AuthProtocol, PrivProtocol, Secret};
@@ -465,6 +454,13 @@ mod tests {
     fn agent() -> Usm {
         let engine = Engine::with_state(b"\x80\x00\x7e\xd9\x05test".to_vec(), 7, Instant::now());
         Usm::new(engine, &[user("nms", "auth-pass-1", "priv-pass-1")])
+    }
+
+    /// A manager that knows the agent's engine (ID, boots 7) but holds `auth` and
+    /// `privacy` as the user's passwords.
+    fn manager(agent: &Usm, auth: &str, privacy: &str) -> Usm {
+        let engine = Engine::with_state(agent.engine().id().to_vec(), 7, Instant::now());
+        Usm::new(engine, &[user("nms", auth, privacy)])
     }
 
     fn get(request_id: i32) -> Pdus {
@@ -585,10 +581,7 @@ mod tests {
     #[test]
     fn a_wrong_password_is_a_wrong_digest() {
         let usm = agent();
-        let impostor = Usm::new(
-            Engine::with_state(usm.engine().id().to_vec(), 7, Instant::now()),
-            &[user("nms", "not-the-password", "priv-pass-1")],
-        );
+        let impostor = manager(&usm, "not-the-password", "priv-pass-1");
         let bytes = request(&usm, &impostor, AUTH_PRIV, get(1));
         let (why, report) = refusal(open(&usm, &bytes));
         assert_eq!(why, Refusal::WrongDigest);
@@ -596,7 +589,7 @@ mod tests {
     }
 
     #[test]
-    fn a_flipped_bit_anywhere_fails_the_digest() {
+    fn a_flipped_bit_in_the_ciphertext_fails_the_digest() {
         let usm = agent();
         let bytes = request(&usm, &usm, AUTH_PRIV, get(1));
         // Flip one bit in the encrypted scoped PDU (the message's last octets).
@@ -610,10 +603,7 @@ mod tests {
     #[test]
     fn a_wrong_privacy_password_cannot_decrypt() {
         let usm = agent();
-        let other = Usm::new(
-            Engine::with_state(usm.engine().id().to_vec(), 7, Instant::now()),
-            &[user("nms", "auth-pass-1", "other-privacy")],
-        );
+        let other = manager(&usm, "auth-pass-1", "other-privacy");
         let bytes = request(&usm, &other, AUTH_PRIV, get(1));
         let (why, _) = refusal(open(&usm, &bytes));
         assert_eq!(why, Refusal::DecryptionError);
@@ -658,10 +648,7 @@ mod tests {
     #[test]
     fn a_request_without_the_reportable_flag_gets_no_report() {
         let usm = agent();
-        let impostor = Usm::new(
-            Engine::with_state(usm.engine().id().to_vec(), 7, Instant::now()),
-            &[user("nms", "not-the-password", "priv-pass-1")],
-        );
+        let impostor = manager(&usm, "not-the-password", "priv-pass-1");
         let bytes = request(&usm, &impostor, FLAG_AUTH | FLAG_PRIV, get(1));
         let (_, report) = refusal(open(&usm, &bytes));
         assert!(report.is_none());
@@ -671,14 +658,7 @@ mod tests {
     fn users_swap_on_reload() {
         let usm = agent();
         usm.set_users(&[user("nms", "rotated-auth", "rotated-priv")]);
-        let old = Usm::new(
-            Engine::with_state(
-                usm.engine().id().to_vec(),
-                7,
-                Instant::now() - Duration::from_secs(1),
-            ),
-            &[user("nms", "auth-pass-1", "priv-pass-1")],
-        );
+        let old = manager(&usm, "auth-pass-1", "priv-pass-1");
         let bytes = request(&usm, &old, AUTH_PRIV, get(1));
         assert_eq!(refusal(open(&usm, &bytes)).0, Refusal::WrongDigest);
         let bytes = request(&usm, &usm, AUTH_PRIV, get(1));

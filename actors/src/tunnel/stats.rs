@@ -526,20 +526,27 @@ pub struct DurationHistogram {
     pub sum_seconds: f64,
 }
 
+/// A session of peer `peer` from 192.0.2.1:4000 with inner address 10.0.0.2, opened
+/// in `stats`: what the tests of every part that reads sessions start from.
+#[cfg(test)]
+pub(crate) fn test_session(stats: &Stats, peer: &str) -> Arc<Session> {
+    let s = Session::starting(
+        peer.into(),
+        "192.0.2.1:4000".into(),
+        "10.0.0.2".parse().expect("ip"),
+        None,
+        Arc::default(),
+    );
+    stats.opened(s.clone());
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn session(stats: &Stats) -> Arc<Session> {
-        let s = Session::starting(
-            "c1".into(),
-            "192.0.2.1:4000".into(),
-            "10.0.0.2".parse().expect("ip"),
-            None,
-            Arc::default(),
-        );
-        stats.opened(s.clone());
-        s
+        test_session(stats, "c1")
     }
 
     #[test]
