@@ -19,7 +19,8 @@ use crate::tunnel::tls::TlsError;
 macro_rules! error_codes {
     ($($(#[doc = $doc:literal])* $variant:ident => $name:literal,)*) => {
         /// Stable error codes. Their names are part of the public interface: never
-        /// rename one.
+        /// rename one. Their order is on the wire ([`ErrorCode::wire`]): append new
+        /// codes before `Internal`, never reorder or remove one.
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
         pub enum ErrorCode {
             $($(#[doc = $doc])* $variant,)*
@@ -95,11 +96,41 @@ error_codes! {
     /// Tunnel events came faster than the SNMP notifier could send them: the oldest
     /// were dropped unsent.
     NotificationsLost => "E_NOTIFICATIONS_LOST",
+    /// `connection.max_connections` streams (client) or tunnels (server) are live:
+    /// the new one was refused.
+    ConnLimit => "E_CONN_LIMIT",
+    /// A stream asked for a service this server does not have.
+    UnknownService => "E_UNKNOWN_SERVICE",
+    /// No endpoint of the service could take the stream: none healthy, all breakers
+    /// open, or every try within `balancer.max_retries` / `retry_timeout` failed.
+    NoEndpoint => "E_NO_ENDPOINT",
+    /// The endpoint's circuit breaker is open: it was not tried.
+    BreakerOpen => "E_BREAKER_OPEN",
+    /// A TCP connect to an endpoint failed or timed out.
+    Connect => "E_CONNECT",
+    /// A forwarded stream was cut: its socket failed or the tunnel under it ended.
+    StreamReset => "E_STREAM_RESET",
     /// A bug: an invariant did not hold.
     Internal => "E_INTERNAL",
 }
 
 impl ErrorCode {
+    /// The number that stands for this code in a frame (`StreamClose`): its place in
+    /// [`ErrorCode::ALL`] plus one, so 0 can mean "no error".
+    pub fn wire(self) -> u16 {
+        let at = ErrorCode::ALL
+            .iter()
+            .position(|&c| c == self)
+            .expect("every code is in ALL");
+        u16::try_from(at + 1).expect("fewer than 65535 codes")
+    }
+
+    /// The code a frame's number stands for; `None` for 0 and for numbers this
+    /// version does not know.
+    pub fn from_wire(n: u16) -> Option<ErrorCode> {
+        ErrorCode::ALL.get(usize::from(n).checked_sub(1)?).copied()
+    }
+
     /// The process exit status for a command that failed with this code: 2 for a
     /// configuration to correct or a daemon that cannot be reached, 1 otherwise.
     pub const fn exit_status(self) -> i32 {
@@ -243,6 +274,16 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wire_numbers_round_trip_and_zero_is_no_code() {
+        for &code in ErrorCode::ALL {
+            assert_eq!(ErrorCode::from_wire(code.wire()), Some(code));
+        }
+        assert_eq!(ErrorCode::from_wire(0), None);
+        assert_eq!(ErrorCode::from_wire(u16::MAX), None);
+        assert_eq!(ErrorCode::ConfigInvalid.wire(), 1);
+    }
 
     #[test]
     fn codes_are_unique_upper_snake_names() {
