@@ -39,6 +39,7 @@ pub mod error;
 pub mod listener;
 pub mod logging;
 pub mod metrics;
+pub mod service;
 pub mod snmp;
 pub mod tun;
 pub mod tunnel;

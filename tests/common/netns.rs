@@ -135,6 +135,25 @@ impl Netns {
         ns
     }
 
+    /// Runs `f` on a new thread that lives in this namespace: the sockets it makes
+    /// (listeners included, wherever they are used later) belong to the namespace.
+    pub fn thread<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> std::thread::JoinHandle<T> {
+        let path = Path::new(NETNS_DIR).join(&self.name);
+        std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(move || {
+                let ns = std::fs::File::open(&path)
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET)
+                    .unwrap_or_else(|e| panic!("setns {}: {e}", path.display()));
+                f()
+            })
+            .expect("thread starts")
+    }
+
     /// The namespace's name, as `ip netns` knows it.
     pub fn name(&self) -> &str {
         &self.name

@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::drain::DrainToken;
 use crate::error::ErrorCode;
+use crate::service::mux::Mux;
 use crate::tunnel::hub::{Chunk, Hub, Inbound, PeerTx};
 use crate::tunnel::stats::Session;
 
@@ -70,6 +71,8 @@ pub struct Connection {
     cancel: CancellationToken,
     owner: Recipient<SessionClosed>,
     end: Option<End>,
+    /// The session's streams (a client's ServiceListeners open theirs on it).
+    mux: Option<Arc<Mux>>,
     log: Logger,
     _drain: Option<DrainToken>,
 }
@@ -94,6 +97,7 @@ impl Connection {
             cancel: CancellationToken::new(),
             owner,
             end: None,
+            mux: None,
             log,
             _drain: drain,
         }
@@ -110,6 +114,11 @@ impl Actor for Connection {
         let session = io.session.clone();
         self.hub.stats.opened(session.clone());
         let inbound = Inbound::new(self.hub.clone(), session.counters.clone(), io.route);
+        let (mux, demux) = Mux::new(self.hub.clone(), io.peer.tx.clone(), self.log.clone());
+        if !self.hub.streams.is_server() {
+            self.hub.streams.set_current(Some(mux.clone()));
+        }
+        self.mux = Some(mux.clone());
         let run = pump::run(
             pump::Io {
                 stream: io.stream,
@@ -119,6 +128,8 @@ impl Actor for Connection {
                 inbound,
                 counters: session.counters.clone(),
                 compression: session.compression,
+                mux,
+                demux,
             },
             self.hub.clone(),
             self.keepalive,
@@ -149,6 +160,9 @@ impl Actor for Connection {
 
     fn stopped(&mut self, _: &mut Context<Self>) {
         self.cancel.cancel();
+        if let Some(mux) = self.mux.take() {
+            self.hub.streams.clear_current(&mux);
+        }
         let end = self.end.take().unwrap_or(End {
             code: None,
             reason: "stopped".into(),

@@ -14,6 +14,7 @@ use tokio_rustls::TlsStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::ErrorCode;
+use crate::service::mux::{Demux, Mux};
 use crate::tunnel::codec::{self, Frame, HEADER, MAX_PAYLOAD};
 use crate::tunnel::compress::{Algorithm, Compressor, Decompressor};
 use crate::tunnel::hub::{Chunk, Hub, Inbound};
@@ -41,7 +42,7 @@ impl End {
         }
     }
 
-    fn error(code: ErrorCode, reason: impl Into<String>) -> Self {
+    pub(crate) fn error(code: ErrorCode, reason: impl Into<String>) -> Self {
         Self {
             code: Some(code),
             reason: reason.into(),
@@ -77,6 +78,10 @@ pub struct Io {
     pub counters: Arc<Counters>,
     /// The compression negotiated, if any.
     pub compression: Option<Algorithm>,
+    /// The session's streams, as the write task sees them.
+    pub mux: Arc<Mux>,
+    /// The session's streams, as the read task sees them.
+    pub demux: Demux,
 }
 
 /// Runs the session until either task ends or `cancel` fires; returns how it ended.
@@ -98,6 +103,7 @@ pub async fn run(io: Io, hub: Arc<Hub>, keepalive: Duration, cancel: Cancellatio
         compress,
         io.counters.clone(),
         hub.clone(),
+        io.mux,
         last_rx.clone(),
         epoch,
         keepalive,
@@ -107,6 +113,7 @@ pub async fn run(io: Io, hub: Arc<Hub>, keepalive: Duration, cancel: Cancellatio
         r,
         io.leftover,
         io.inbound,
+        io.demux,
         decompress,
         io.counters,
         io.pong,
@@ -135,6 +142,7 @@ async fn write_pump(
     mut compress: Option<Compressor>,
     counters: Arc<Counters>,
     hub: Arc<Hub>,
+    mux: Arc<Mux>,
     last_rx: Arc<AtomicU64>,
     epoch: Instant,
     keepalive: Duration,
@@ -178,6 +186,14 @@ async fn write_pump(
                     return End::io(&e);
                 }
             }
+            () = mux.wake.notified() => {
+                control.clear();
+                mux.control(&mut control);
+                counters.wire_bytes_out.fetch_add(control.len() as u64, Relaxed);
+                if let Err(e) = async { w.write_all(&control).await?; w.flush().await }.await {
+                    return End::io(&e);
+                }
+            }
             _ = tick.tick() => {
                 if millis(epoch).saturating_sub(last_rx.load(Relaxed)) > dead_ms {
                     return End::error(
@@ -202,6 +218,7 @@ async fn read_pump(
     mut r: ReadHalf<Stream>,
     leftover: Vec<u8>,
     mut inbound: Inbound,
+    mut demux: Demux,
     mut decompress: Option<Decompressor>,
     counters: Arc<Counters>,
     pong: mpsc::Sender<Chunk>,
@@ -234,7 +251,9 @@ async fn read_pump(
                         Err(e) => return End::error(ErrorCode::Protocol, e.to_string()),
                     };
                     match codec::decode_payload(kind, plain) {
-                        Ok(frame) => data(&mut inbound, hub.offload, frame, plain).await,
+                        Ok(frame) => {
+                            data(&mut inbound, &mut demux, hub.offload, frame, plain).await
+                        }
                         Err(e) => {
                             return End::error(ErrorCode::Protocol, format!("bad frame: {e}"))
                         }
@@ -242,8 +261,12 @@ async fn read_pump(
                 }
                 Frame::Packet(_) | Frame::Packets(_) | Frame::Gso { .. } => {
                     let payload = &buf[start + HEADER..start + used];
-                    data(&mut inbound, hub.offload, frame, payload).await
+                    data(&mut inbound, &mut demux, hub.offload, frame, payload).await
                 }
+                Frame::StreamOpen { .. }
+                | Frame::StreamData { .. }
+                | Frame::StreamClose { .. }
+                | Frame::StreamWindow { .. } => demux.frame(frame),
                 Frame::Ping(n) => {
                     let mut c = hub.pool.get();
                     c.push_pong(n);
@@ -289,9 +312,11 @@ async fn read_pump(
     }
 }
 
-/// Delivers the packets of a data frame whose payload is `payload`.
+/// Delivers the packets of a data frame whose payload is `payload`, or a stream's
+/// bytes.
 async fn data(
     inbound: &mut Inbound,
+    demux: &mut Demux,
     offload: bool,
     frame: Frame<'_>,
     payload: &[u8],
@@ -305,6 +330,7 @@ async fn data(
         }
         Frame::Gso { hdr, .. } if offload => inbound.deliver(Some(hdr), payload).await,
         Frame::Gso { .. } => return Err(End::error(ErrorCode::Protocol, "gso frame without gso")),
+        Frame::StreamData { .. } => return demux.frame(frame),
         other => return Err(unexpected(&other)),
     }
     Ok(())

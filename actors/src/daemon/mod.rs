@@ -11,6 +11,7 @@
 //! where it could not be told apart from a stop.
 
 pub mod health;
+pub mod services;
 
 use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::net::UnixListener;
@@ -26,6 +27,7 @@ use sssonector_config::{diff, load, Change, Component, Config, LogLevel, Mode};
 use tokio::signal::unix::{signal, SignalKind};
 
 use self::health::ComponentState;
+use self::services::Services;
 use crate::audit::{AuditActor, Record};
 use crate::control::protocol::SetLogLevel;
 use crate::control::{self, ControlSocketActor, Router};
@@ -117,6 +119,8 @@ pub struct Daemon {
     tun: Option<Addr<TunAdapter>>,
     listener: Option<Addr<Listener>>,
     dialer: Option<Addr<Dialer>>,
+    /// Service listeners (client) or balancers (server).
+    services: Services,
 }
 
 /// The tunnel's actors, built but not started.
@@ -158,6 +162,12 @@ impl Daemon {
         let prometheus_listener = bind_prometheus(&config)?;
         let snmp_socket = bind_snmp(&config)?;
         let pending = Self::build_tunnel(&config, &runtime, &stats, busy.clone(), &drain, &log)?;
+        let services = Services::bind(
+            &config,
+            pending.tun.hub(),
+            runtime.handle().clone(),
+            log.new(slog::o!("actor" => "services")),
+        )?;
         Ok(Self {
             digest: config.digest(),
             config,
@@ -184,6 +194,7 @@ impl Daemon {
             tun: None,
             listener: None,
             dialer: None,
+            services,
         })
     }
 
@@ -466,6 +477,7 @@ impl Daemon {
         if let Some(agent) = &self.snmp_agent {
             agent.reconfigure(&new.monitor.snmp);
         }
+        self.services.apply(&new);
         if let Some(t) = &self.tun {
             let routes = new.network.routes.iter().map(|r| *r.get()).collect();
             t.do_send(tun::SetRoutes(routes));
@@ -585,6 +597,7 @@ impl Actor for Daemon {
         self.start_prometheus(ctx);
         self.start_snmp();
         self.start_traps();
+        self.services.start(&self.config);
         self.start_tunnel();
         self.listen_for_signals(ctx);
         info!(self.log, "daemon started";
@@ -702,6 +715,7 @@ impl Handler<Stop> for Daemon {
         // Its task keeps sending until the sessions below have ended, on its token.
         self.traps = None;
         self.audit = None;
+        self.services.stop();
         if let Some(l) = self.listener.take() {
             l.do_send(listener::Shutdown);
         }

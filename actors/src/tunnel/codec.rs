@@ -36,6 +36,22 @@
 //! decompressed. A frame that breaks any rule is an error: the connection that sent it
 //! is closed, no other.
 //!
+//! # Streams
+//!
+//! Layer-4 streams are opened by the client only, with ids it picks (never two live
+//! at once). The opener may send `StreamData` right behind its `StreamOpen`. Each
+//! direction of a stream has a window: a sender may have at most
+//! [`STREAM_WINDOW`] bytes of `StreamData` (the bytes, not the headers) that the
+//! receiver has not yet granted back with `StreamWindow`; the receiver grants bytes
+//! once it has handed them to the stream's socket. So one slow stream holds at most a
+//! window of memory on the far side and never stalls the others. `StreamClose` with
+//! code 0 ends one direction (a TCP FIN: the sender sends no more data, but still
+//! takes data and grants windows); both directions ended means the stream is gone.
+//! Any other code aborts both directions at once (a TCP reset); the code is an error
+//! code's wire number (`E_CONNECT`, `E_NO_ENDPOINT`, ...). Frames for a stream id
+//! that is gone are ignored, since they may have crossed its close on the wire; data
+//! beyond the window is a protocol error that closes the session.
+//!
 //! Batching several packets into one `Packets` frame is what keeps per-packet cost
 //! down: one header, one TLS record write and one wakeup for as many packets as the
 //! TUN had ready. [`BatchWriter`] builds such a frame in place.
@@ -60,6 +76,9 @@ pub const HEADER: usize = 4;
 pub const MAX_PAYLOAD: usize = 128 * 1024;
 /// Largest payload [`BatchWriter`] builds: four full TLS records.
 pub const BATCH_LIMIT: usize = 64 * 1024;
+/// Bytes each direction of a stream may have in flight before the receiver grants
+/// more (see Streams above).
+pub const STREAM_WINDOW: u32 = 512 * 1024;
 /// Bytes of a `virtio_net_hdr` (without `num_buffers`), the prefix of a `Gso` frame.
 pub const VNET_HDR: usize = 10;
 /// Flag (top bit of the type byte): the payload is compressed.
@@ -71,10 +90,14 @@ const T_REJECT: u8 = 0x03;
 const T_PACKET: u8 = 0x10;
 const T_PACKETS: u8 = 0x11;
 const T_GSO: u8 = 0x12;
-const T_STREAM_OPEN: u8 = 0x20;
-const T_STREAM_DATA: u8 = 0x21;
-const T_STREAM_CLOSE: u8 = 0x22;
-const T_STREAM_WINDOW: u8 = 0x23;
+/// Frame type of `StreamOpen`.
+pub const T_STREAM_OPEN: u8 = 0x20;
+/// Frame type of `StreamData`.
+pub const T_STREAM_DATA: u8 = 0x21;
+/// Frame type of `StreamClose`.
+pub const T_STREAM_CLOSE: u8 = 0x22;
+/// Frame type of `StreamWindow`.
+pub const T_STREAM_WINDOW: u8 = 0x23;
 const T_PING: u8 = 0x30;
 const T_PONG: u8 = 0x31;
 const T_CLOSE: u8 = 0x40;

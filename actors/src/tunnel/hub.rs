@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tun_rs::{AsyncDevice, VirtioNetHdr};
 
 use super::busy::BusyPoll;
-use super::codec::{HEADER, VNET_HDR};
+use super::codec::{HEADER, T_STREAM_DATA, VNET_HDR};
 use super::stats::{Counters, DropReason, Stats};
 
 /// Bytes of a pooled chunk: room for two superpackets or a hundred small packets.
@@ -45,7 +45,11 @@ pub const QUEUE: usize = 32;
 /// others up for long. A session that made it wait in vain is skipped without
 /// waiting until its queue takes a chunk again.
 const QUEUE_WAIT: std::time::Duration = std::time::Duration::from_millis(2);
-/// Chunks kept for reuse.
+/// Bytes of a pooled stream chunk: one `StreamData` frame of two TLS records. Small,
+/// because a layer-4 stream holds one while its data waits for the session queue,
+/// and a thousand streams may be waiting at once.
+pub const STREAM_CHUNK: usize = 32 * 1024;
+/// Chunks kept for reuse, of each size.
 const POOL: usize = 256;
 /// Packets one superpacket can split into when a peer takes no `Gso` frames.
 const SPLIT_MAX: usize = 128;
@@ -82,6 +86,39 @@ impl Chunk {
         self.push_with(FRAME_PONG, 8, |b| b.copy_from_slice(&nonce.to_be_bytes()));
     }
 
+    /// Appends a frame of `kind` whose payload is `[u32 id]` followed by `tail`
+    /// (`StreamOpen`, `StreamClose`); false when it does not fit.
+    pub fn push_stream(&mut self, kind: u8, id: u32, tail: &[u8]) -> bool {
+        self.push_with(kind, 4 + tail.len(), |b| {
+            b[..4].copy_from_slice(&id.to_be_bytes());
+            b[4..].copy_from_slice(tail);
+        })
+    }
+
+    /// Appends a `StreamData` frame for stream `id` whose bytes `read` puts into the
+    /// slice it is given (at most `max` bytes) and counts; nothing is appended when
+    /// it reads 0 bytes or fails. The bytes land in the chunk directly: no copy.
+    ///
+    /// # Errors
+    /// What `read` returned.
+    pub fn read_stream_data(
+        &mut self,
+        id: u32,
+        max: usize,
+        read: impl FnOnce(&mut [u8]) -> io::Result<usize>,
+    ) -> io::Result<usize> {
+        let at = self.len;
+        let room = self.room().saturating_sub(HEADER + 4).min(max);
+        let body = at + HEADER + 4;
+        let n = read(&mut self.buf[body..body + room])?;
+        if n > 0 {
+            write_header(&mut self.buf[at..at + HEADER], T_STREAM_DATA, 4 + n);
+            self.buf[at + HEADER..body].copy_from_slice(&id.to_be_bytes());
+            self.len = body + n;
+        }
+        Ok(n)
+    }
+
     /// Appends one frame header and payload built by `fill` over `payload_len`
     /// bytes; false when it does not fit.
     fn push_with(&mut self, kind: u8, payload_len: usize, fill: impl FnOnce(&mut [u8])) -> bool {
@@ -103,23 +140,38 @@ fn write_header(out: &mut [u8], kind: u8, len: usize) {
     out.copy_from_slice(&[kind, len[1], len[2], len[3]]);
 }
 
-/// Chunks for reuse: a lock-free queue, so getting and returning one costs no lock.
+/// Chunks for reuse, in two sizes: [`CHUNK`] for packets and [`STREAM_CHUNK`] for
+/// stream data. Lock-free queues, so getting and returning one costs no lock.
 #[derive(Debug)]
-pub struct Pool(ArrayQueue<Box<[u8]>>);
+pub struct Pool {
+    packets: ArrayQueue<Box<[u8]>>,
+    streams: ArrayQueue<Box<[u8]>>,
+}
 
 impl Default for Pool {
     fn default() -> Self {
-        Self(ArrayQueue::new(POOL))
+        Self {
+            packets: ArrayQueue::new(POOL),
+            streams: ArrayQueue::new(POOL),
+        }
     }
 }
 
 impl Pool {
-    /// An empty chunk, reused when one is free.
+    /// An empty chunk of [`CHUNK`] bytes, reused when one is free.
     pub fn get(&self) -> Chunk {
-        let buf = self
-            .0
+        Self::chunk(&self.packets, CHUNK)
+    }
+
+    /// An empty chunk of [`STREAM_CHUNK`] bytes, reused when one is free.
+    pub fn get_small(&self) -> Chunk {
+        Self::chunk(&self.streams, STREAM_CHUNK)
+    }
+
+    fn chunk(queue: &ArrayQueue<Box<[u8]>>, size: usize) -> Chunk {
+        let buf = queue
             .pop()
-            .unwrap_or_else(|| vec![0; CHUNK].into_boxed_slice());
+            .unwrap_or_else(|| vec![0; size].into_boxed_slice());
         Chunk {
             buf,
             len: 0,
@@ -128,9 +180,14 @@ impl Pool {
         }
     }
 
-    /// Takes a chunk back.
+    /// Takes a chunk of either size back.
     pub fn put(&self, chunk: Chunk) {
-        let _ = self.0.push(chunk.buf);
+        let queue = if chunk.buf.len() == STREAM_CHUNK {
+            &self.streams
+        } else {
+            &self.packets
+        };
+        let _ = queue.push(chunk.buf);
     }
 }
 
@@ -309,6 +366,8 @@ pub struct Hub {
     pub stats: Arc<Stats>,
     /// Spins the data threads a little before they sleep.
     pub busy: Arc<BusyPoll>,
+    /// Layer-4 streams: services, limits, the client's current session.
+    pub streams: crate::service::Streams,
 }
 
 impl Hub {
@@ -329,6 +388,7 @@ impl Hub {
             pool: Pool::default(),
             stats,
             busy,
+            streams: crate::service::Streams::default(),
         }
     }
 

@@ -269,6 +269,10 @@ pub struct Stats {
     /// `sessions` lock is held, so a listener that sees no live session has already
     /// been sent every event.
     events: broadcast::Sender<TunnelEvent>,
+    /// Layer-4 streams over every session.
+    pub streams: crate::service::StreamCounters,
+    /// TEMPORARY until the balancer branch lands.
+    pub endpoints: Arc<()>,
 }
 
 impl Default for Stats {
@@ -285,6 +289,8 @@ impl Default for Stats {
             duration_buckets: Default::default(),
             closed: AtomicU64::new(0),
             events: broadcast::Sender::new(EVENT_CAPACITY),
+            streams: crate::service::StreamCounters::default(),
+            endpoints: Arc::default(),
         }
     }
 }
@@ -466,6 +472,7 @@ impl Stats {
             "handshake_failures": by_code(&s.handshake_failures),
             "totals": s.totals.to_json(),
             "peers": peers,
+            "streams": self.streams.snapshot().to_json(),
         })
     }
 }

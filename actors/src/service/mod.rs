@@ -1,0 +1,460 @@
+//! Layer-4 services: TCP streams forwarded over the tunnel.
+//!
+//! On the client, one [`ServiceListener`] per entry in `services` accepts local TCP
+//! connections; each becomes a stream over the current tunnel session ([`mux`]),
+//! tagged with the service's name. On the server, the session's read task takes each
+//! `StreamOpen` and asks that service's Balancer for a connected endpoint
+//! (`crate::balancer`), then moves the bytes. [`Streams`] is what every session
+//! shares: the service table, the limit and the client's current session;
+//! [`StreamCounters`] holds the numbers.
+
+pub mod mux;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use arc_swap::ArcSwap;
+use serde_json::{json, Value};
+use slog::{info, warn, Logger};
+use sssonector_config::Config;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::runtime::Handle;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use self::mux::{Ending, Mux, Stream};
+use crate::balancer::Balancer;
+use crate::error::ErrorCode;
+use crate::tunnel::hub::Hub;
+
+/// Codes a stream can be refused or reset with, in counter order; anything else is
+/// counted as the last.
+pub const STREAM_CODES: [ErrorCode; 8] = [
+    ErrorCode::ConnLimit,
+    ErrorCode::UnknownService,
+    ErrorCode::NoEndpoint,
+    ErrorCode::BreakerOpen,
+    ErrorCode::Connect,
+    ErrorCode::StreamReset,
+    ErrorCode::Protocol,
+    ErrorCode::Internal,
+];
+
+fn slot(code: ErrorCode) -> usize {
+    STREAM_CODES
+        .iter()
+        .position(|c| *c == code)
+        .unwrap_or(STREAM_CODES.len() - 1)
+}
+
+/// Upper bounds, in seconds, of the stream duration histogram's buckets.
+pub const DURATION_BUCKETS: [f64; 10] =
+    [0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0, 600.0, 3600.0];
+
+/// The streams' numbers, over every session: the one place `ctl`, Prometheus and
+/// SNMP read them from.
+#[derive(Debug, Default)]
+pub struct StreamCounters {
+    active: AtomicU64,
+    total: AtomicU64,
+    peak: AtomicU64,
+    refused: [AtomicU64; STREAM_CODES.len()],
+    reset: [AtomicU64; STREAM_CODES.len()],
+    bytes_sent: AtomicU64,
+    bytes_received: AtomicU64,
+    durations: [AtomicU64; DURATION_BUCKETS.len()],
+    duration_ms: AtomicU64,
+    closed: AtomicU64,
+}
+
+impl StreamCounters {
+    /// Counts a new stream unless `limit` are live; false then (and nothing counted).
+    pub fn try_open(&self, limit: u32) -> bool {
+        let admitted = self.active.fetch_update(Relaxed, Relaxed, |n| {
+            (n < u64::from(limit)).then_some(n + 1)
+        });
+        match admitted {
+            Ok(before) => {
+                self.total.fetch_add(1, Relaxed);
+                self.peak.fetch_max(before + 1, Relaxed);
+                true
+            }
+            Err(_) => {
+                self.refused(ErrorCode::ConnLimit);
+                false
+            }
+        }
+    }
+
+    /// Counts a stream refused with `code` before it carried a byte.
+    pub fn refused(&self, code: ErrorCode) {
+        self.refused[slot(code)].fetch_add(1, Relaxed);
+    }
+
+    /// Retires a stream admitted by [`StreamCounters::try_open`] that never opened.
+    pub fn abandoned(&self) {
+        self.active.fetch_sub(1, Relaxed);
+    }
+
+    /// Retires an admitted stream that ran.
+    pub fn finished(&self, stream: &Stream, ending: Ending) {
+        self.active.fetch_sub(1, Relaxed);
+        if let Ending::Reset(code) = ending {
+            self.reset[slot(code)].fetch_add(1, Relaxed);
+        }
+        self.bytes_sent
+            .fetch_add(stream.bytes_sent.load(Relaxed), Relaxed);
+        self.bytes_received
+            .fetch_add(stream.bytes_received.load(Relaxed), Relaxed);
+        let ms = u64::try_from(stream.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.duration_ms.fetch_add(ms, Relaxed);
+        let secs = ms as f64 / 1000.0;
+        if let Some(i) = DURATION_BUCKETS.iter().position(|b| secs <= *b) {
+            self.durations[i].fetch_add(1, Relaxed);
+        }
+        self.closed.fetch_add(1, Relaxed);
+    }
+
+    /// A copy of the numbers now.
+    pub fn snapshot(&self) -> StreamSnapshot {
+        let mut cumulative = 0;
+        StreamSnapshot {
+            active: self.active.load(Relaxed),
+            total: self.total.load(Relaxed),
+            peak: self.peak.load(Relaxed),
+            refused: STREAM_CODES
+                .iter()
+                .zip(&self.refused)
+                .map(|(c, n)| (*c, n.load(Relaxed)))
+                .collect(),
+            reset: STREAM_CODES
+                .iter()
+                .zip(&self.reset)
+                .map(|(c, n)| (*c, n.load(Relaxed)))
+                .collect(),
+            bytes_sent: self.bytes_sent.load(Relaxed),
+            bytes_received: self.bytes_received.load(Relaxed),
+            durations: DURATION_BUCKETS
+                .iter()
+                .zip(&self.durations)
+                .map(|(b, n)| {
+                    cumulative += n.load(Relaxed);
+                    (*b, cumulative)
+                })
+                .collect(),
+            closed: self.closed.load(Relaxed),
+            duration_seconds: self.duration_ms.load(Relaxed) as f64 / 1000.0,
+        }
+    }
+}
+
+/// The streams' numbers at one moment. Bytes are those of ended streams.
+#[derive(Clone, Debug)]
+pub struct StreamSnapshot {
+    /// Live now.
+    pub active: u64,
+    /// Admitted since start.
+    pub total: u64,
+    /// Most live at once.
+    pub peak: u64,
+    /// Refused before carrying a byte, by code.
+    pub refused: Vec<(ErrorCode, u64)>,
+    /// Ended by a reset, by code.
+    pub reset: Vec<(ErrorCode, u64)>,
+    /// Bytes read from local sockets and sent over the tunnel.
+    pub bytes_sent: u64,
+    /// Bytes from the tunnel written to local sockets.
+    pub bytes_received: u64,
+    /// (upper bound in seconds, ended streams at most that long), cumulative.
+    pub durations: Vec<(f64, u64)>,
+    /// Ended streams.
+    pub closed: u64,
+    /// Their durations added up.
+    pub duration_seconds: f64,
+}
+
+impl StreamSnapshot {
+    /// The `streams` part of `ctl status` and `ctl connections`.
+    pub fn to_json(&self) -> Value {
+        let by_code = |v: &[(ErrorCode, u64)]| {
+            v.iter()
+                .filter(|(_, n)| *n > 0)
+                .map(|(c, n)| (c.as_str().to_owned(), json!(n)))
+                .collect::<serde_json::Map<_, _>>()
+        };
+        json!({
+            "active": self.active,
+            "total": self.total,
+            "peak": self.peak,
+            "refused": by_code(&self.refused),
+            "reset": by_code(&self.reset),
+            "bytes_sent": self.bytes_sent,
+            "bytes_received": self.bytes_received,
+            "closed": self.closed,
+            "duration_seconds_total": self.duration_seconds,
+        })
+    }
+}
+
+/// What every session's streams share: the services (server), the limit, socket
+/// options and, on a client, the session streams go over. Settings are atomics so
+/// a reload changes them for the next stream.
+#[derive(Debug)]
+pub struct Streams {
+    server: AtomicBool,
+    balancers: ArcSwap<HashMap<String, Addr<Balancer>>>,
+    limit: AtomicU32,
+    keepalive_idle_ms: AtomicU64,
+    wait_ms: AtomicU64,
+    current: watch::Sender<Option<Arc<Mux>>>,
+}
+
+impl Default for Streams {
+    fn default() -> Self {
+        Self {
+            server: AtomicBool::new(false),
+            balancers: ArcSwap::default(),
+            limit: AtomicU32::new(sssonector_config::schema::defaults::MAX_CONNECTIONS),
+            keepalive_idle_ms: AtomicU64::new(0),
+            wait_ms: AtomicU64::new(0),
+            current: watch::Sender::new(None),
+        }
+    }
+}
+
+impl Streams {
+    /// Takes the settings of `config` for the next streams.
+    pub fn configure(&self, config: &Config) {
+        let c = &config.connection;
+        self.server.store(
+            config.mode == Some(sssonector_config::Mode::Server),
+            Relaxed,
+        );
+        self.limit.store(c.max_connections, Relaxed);
+        let idle = if c.keepalive {
+            millis(c.keepalive_idle.duration()).max(1)
+        } else {
+            0
+        };
+        self.keepalive_idle_ms.store(idle, Relaxed);
+        self.wait_ms
+            .store(millis(c.connect_timeout.duration()), Relaxed);
+    }
+
+    /// Server: the balancer of each service, swapped in whole (at start and reload).
+    pub fn set_balancers(&self, balancers: HashMap<String, Addr<Balancer>>) {
+        self.balancers.store(Arc::new(balancers));
+    }
+
+    /// Server: the balancer of `service`.
+    pub fn balancer(&self, service: &str) -> Option<Addr<Balancer>> {
+        self.balancers.load().get(service).cloned()
+    }
+
+    /// Whether this daemon takes streams (a server) rather than opens them.
+    pub fn is_server(&self) -> bool {
+        self.server.load(Relaxed)
+    }
+
+    /// Most streams live at once.
+    pub fn limit(&self) -> u32 {
+        self.limit.load(Relaxed)
+    }
+
+    /// Client: streams go over `mux` from now on (`None`: no session).
+    pub fn set_current(&self, mux: Option<Arc<Mux>>) {
+        self.current.send_replace(mux);
+    }
+
+    /// Client: forgets `mux` if it is still the current session.
+    pub fn clear_current(&self, mux: &Arc<Mux>) {
+        self.current.send_if_modified(|m| {
+            let same = m.as_ref().is_some_and(|m| Arc::ptr_eq(m, mux));
+            if same {
+                *m = None;
+            }
+            same
+        });
+    }
+
+    /// Client: the session to open a stream on, waiting for one up to
+    /// `connection.connect_timeout` (a tunnel failing over).
+    async fn session(&self) -> Option<Arc<Mux>> {
+        let wait = Duration::from_millis(self.wait_ms.load(Relaxed));
+        let mut rx = self.current.subscribe();
+        let found = tokio::time::timeout(
+            wait,
+            rx.wait_for(|m| m.as_ref().is_some_and(|m| !m.is_closed())),
+        )
+        .await;
+        match found {
+            Ok(Ok(m)) => m.clone(),
+            _ => None,
+        }
+    }
+
+    /// Sets a stream socket's options: no Nagle delay (streams carry requests and
+    /// answers) and TCP keepalive, so a vanished peer does not hold a stream forever.
+    pub fn prepare(&self, socket: &TcpStream) {
+        let _ = socket.set_nodelay(true);
+        let idle = self.keepalive_idle_ms.load(Relaxed);
+        if idle > 0 {
+            let ka = socket2::TcpKeepalive::new().with_time(Duration::from_millis(idle));
+            let _ = socket2::SockRef::from(socket).set_tcp_keepalive(&ka);
+        }
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Client: accepts one service's local connections and forwards each as a stream.
+pub struct ServiceListener {
+    name: String,
+    listener: Option<std::net::TcpListener>,
+    hub: Arc<Hub>,
+    runtime: Handle,
+    cancel: CancellationToken,
+    log: Logger,
+}
+
+impl ServiceListener {
+    /// A listener for service `name` on `listener` (bound by the caller, so a port
+    /// in use fails the start or reload that asked for it).
+    pub fn new(
+        name: String,
+        listener: std::net::TcpListener,
+        hub: Arc<Hub>,
+        runtime: Handle,
+        log: &Logger,
+    ) -> Self {
+        let addr = listener
+            .local_addr()
+            .map_or_else(|_| "?".to_owned(), |a| a.to_string());
+        Self {
+            log: log.new(slog::o!("service" => name.clone(), "listen" => addr)),
+            name,
+            listener: Some(listener),
+            hub,
+            runtime,
+            cancel: CancellationToken::new(),
+        }
+    }
+
+    /// Binds `addr` for a service listener.
+    ///
+    /// # Errors
+    /// What binding said.
+    pub fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            None,
+        )?;
+        socket.set_reuse_address(true)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(1024)?;
+        Ok(socket.into())
+    }
+}
+
+impl Actor for ServiceListener {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        let Some(listener) = self.listener.take() else {
+            return ctx.stop();
+        };
+        info!(self.log, "service listening");
+        self.runtime.spawn(accept(
+            self.name.clone(),
+            listener,
+            self.hub.clone(),
+            self.cancel.clone(),
+            self.log.clone(),
+        ));
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        self.cancel.cancel();
+        info!(self.log, "service stopped");
+    }
+}
+
+/// Stops a service listener; its live streams go on.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopService;
+
+impl Handler<StopService> for ServiceListener {
+    type Result = ();
+    fn handle(&mut self, _: StopService, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+/// Pause after a failed accept (out of file descriptors, say) before the next.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(50);
+
+async fn accept(
+    name: String,
+    listener: std::net::TcpListener,
+    hub: Arc<Hub>,
+    cancel: CancellationToken,
+    log: Logger,
+) {
+    let listener = match TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            warn!(log, "service listener failed"; "code" => ErrorCode::Io, "error" => %e);
+            return;
+        }
+    };
+    let name: Arc<str> = name.into();
+    loop {
+        let accepted = tokio::select! {
+            () = cancel.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        let socket = match accepted {
+            Ok((socket, _)) => socket,
+            Err(e) => {
+                warn!(log, "accept failed"; "code" => ErrorCode::Io, "error" => %e);
+                tokio::time::sleep(ACCEPT_PAUSE).await;
+                continue;
+            }
+        };
+        let streams = &hub.streams;
+        if !hub.stats.streams.try_open(streams.limit()) {
+            warn!(log, "stream refused"; "code" => ErrorCode::ConnLimit,
+                "limit" => streams.limit());
+            let _ = socket2::SockRef::from(&socket).set_linger(Some(Duration::ZERO));
+            continue;
+        }
+        streams.prepare(&socket);
+        let hub = hub.clone();
+        let name = name.clone();
+        let log = log.clone();
+        tokio::spawn(async move {
+            match hub.streams.session().await {
+                Some(mux) => {
+                    mux.open(&name, socket).await;
+                }
+                None => {
+                    hub.stats.streams.abandoned();
+                    hub.stats.streams.refused(ErrorCode::NoEndpoint);
+                    warn!(log, "stream refused"; "code" => ErrorCode::NoEndpoint,
+                        "reason" => "no tunnel to the server");
+                    let _ = socket2::SockRef::from(&socket).set_linger(Some(Duration::ZERO));
+                }
+            }
+        });
+    }
+}
