@@ -131,9 +131,7 @@ fn echo(mut s: TcpStream, name: &str, served: &AtomicU64) {
 struct L4 {
     /// The daemons run as long as this lives; fields drop in order, so they stop
     /// before their namespaces go.
-    #[allow(dead_code)]
     server: Daemon,
-    #[allow(dead_code)]
     client: Daemon,
     dir: tempfile::TempDir,
     #[allow(dead_code)]
@@ -207,14 +205,15 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
 /// shows.
 fn pattern(stream: u64, len: usize) -> Vec<u8> {
     let mut x = stream.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
 }
 
 /// Connects to the service, reads the backend's name, sends `data`, half-closes
@@ -343,4 +342,90 @@ fn a_thousand_concurrent_streams_each_carry_their_own_data() {
         json!(THREADS * PER),
         "{server}"
     );
+}
+
+/// VmRSS of process `pid`, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+#[test]
+fn a_stalled_stream_holds_one_window_and_the_others_go_on() {
+    const BIG: usize = 64 << 20;
+    let lab = Lab::new();
+    let srv = lab.netns("srv");
+    let backend = Backend::start(&srv, "b1", BACKEND);
+    let l4 = L4::start(
+        &lab,
+        srv,
+        &format!("endpoints: [ {{ address: \"127.0.0.1:{}\" }} ]", backend.port),
+        "",
+        "",
+    );
+    let rss_before = rss_kib(l4.server.pid()) + rss_kib(l4.client.pid());
+    // Stream A sends 64 MiB and reads nothing back until told: the echo fills every
+    // buffer on the way and A stalls.
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let (sent_tx, sent_rx) = std::sync::mpsc::channel::<usize>();
+    let stalled = l4.cli.thread(move || {
+        let s = TcpStream::connect(SERVICE).expect("connect");
+        s.set_read_timeout(Some(WAIT)).expect("timeout");
+        let mut r = BufReader::new(s.try_clone().expect("clone"));
+        let mut name = String::new();
+        r.read_line(&mut name).expect("name");
+        let data = pattern(1, BIG);
+        let writer = {
+            let (mut w, data, sent_tx) = (s.try_clone().expect("clone"), data.clone(), sent_tx);
+            std::thread::spawn(move || {
+                let mut sent = 0;
+                for piece in data.chunks(64 * 1024) {
+                    w.write_all(piece).expect("write");
+                    sent += piece.len();
+                    let _ = sent_tx.send(sent);
+                }
+                w.shutdown(Shutdown::Write).expect("shutdown");
+            })
+        };
+        go_rx.recv().expect("go");
+        let mut back = Vec::with_capacity(BIG);
+        r.read_to_end(&mut back).expect("read");
+        writer.join().expect("writer");
+        back == data
+    });
+    // Wait until A's sender is blocked: nothing more got through for half a second.
+    let mut sent = sent_rx.recv_timeout(WAIT).expect("the stalled stream sends");
+    while let Ok(n) = sent_rx.recv_timeout(Duration::from_millis(500)) {
+        sent = n;
+    }
+    assert!(sent < BIG, "the stalled stream sent everything ({sent} bytes)");
+    // Stream B meanwhile makes a full round trip.
+    let started = Instant::now();
+    let ok = l4
+        .cli
+        .thread(|| {
+            let data = pattern(2, 1 << 20);
+            round_trip(&data).map(|(_, back)| back == data)
+        })
+        .join()
+        .expect("thread")
+        .expect("round trip");
+    assert!(ok, "stream B's echo differs");
+    let took = started.elapsed();
+    let rss_stalled = rss_kib(l4.server.pid()) + rss_kib(l4.client.pid());
+    eprintln!(
+        "stalled after {sent} bytes; B took {took:?}; RSS {rss_before} -> {rss_stalled} KiB"
+    );
+    assert!(took < Duration::from_secs(5), "stream B took {took:?}");
+    // Each daemon pends at most a window (512 KiB) for A, plus buffers in flight.
+    assert!(
+        rss_stalled < rss_before + 16 * 1024,
+        "RSS grew from {rss_before} to {rss_stalled} KiB"
+    );
+    go_tx.send(()).expect("go");
+    assert!(stalled.join().expect("stalled thread"), "stream A's echo differs");
 }
