@@ -1,8 +1,884 @@
-//! Load balancing of a service's streams across its endpoints (issue 6).
+//! Load balancing of a service's streams across its endpoints (issue 6): the
+//! [`Balancer`] actor, one per service on a server (and one for a client's tunnel
+//! servers), and the pure machines it owns.
 //!
-//! For now only the pure machines: [`strategy`] picks an endpoint for a new stream,
-//! [`health`] turns health-check results into up/down verdicts. The Balancer actor,
-//! which owns them, runs the checks and fails over, comes later.
+//! - [`strategy`] picks an endpoint for a new stream (round robin, least connections,
+//!   smooth weighted round robin, or a fixed failover order).
+//! - [`health`] turns active health checks into up/down verdicts.
+//! - [`registry`] holds every endpoint's numbers, read by `ctl`, Prometheus and SNMP.
+//! - Each endpoint also has a circuit breaker, an actor of its own
+//!   ([`crate::breaker`]), which the balancer starts and owns.
+//!
+//! A [`Connect`] gets a connected TCP socket and a [`Lease`]: the failover loop runs
+//! in a future outside the actor's mailbox, so a slow backend never delays another
+//! stream's pick. Each try picks an endpoint not tried yet (the pool counts it as
+//! started at once, so least connections sees connects in progress), asks the
+//! endpoint's breaker, connects within `connection.connect_timeout`, and on failure
+//! reports it to the breaker and tries the next: at most `1 + balancer.max_retries`
+//! connects, all within `balancer.retry_timeout`. A stream sees an error only when
+//! every eligible endpoint failed or the budget ran out.
+//!
+//! Health checks are plain TCP connects every `balancer.health_check`, made
+//! concurrently off the mailbox; an endpoint flips only after the configured number
+//! of agreeing checks. A stream's failed connect counts against the breaker, not the
+//! health verdict: health says "is it there", the breaker "is it coping".
+//!
+//! Guards ([`Lease`] and the in-flight try) give back what they took when dropped,
+//! so a stream that goes away mid-connect or a panicking caller cannot leak an
+//! active count or hold a half-open breaker's trial slot.
 
 pub mod health;
+pub mod registry;
 pub mod strategy;
+
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use slog::{debug, info, warn, Logger};
+use sssonector_config::{
+    Balancer as BalancerConfig, Breaker as BreakerConfig, Config, HostPort, Service, Strategy,
+};
+use tokio::net::TcpStream;
+
+use self::health::{HealthTracker, Transition};
+use self::registry::{EndpointRow, Endpoints};
+use self::strategy::Pool;
+use crate::breaker::machine::{Permit, State as BreakerState};
+use crate::breaker::{self, BreakerActor, BreakerChanged};
+use crate::error::{Error, ErrorCode};
+
+/// Shortest health-check interval honoured: a zero would spin.
+const MIN_HEALTH_CHECK: Duration = Duration::from_millis(10);
+
+/// An endpoint to balance over.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// `host:port` as configured (normalised: trimmed, IPv6 in brackets); the key in
+    /// ctl commands, logs, metrics and the registry. A DNS name is resolved at each
+    /// connect.
+    pub address: String,
+    /// Share under weighted round robin; 0 counts as 1.
+    pub weight: u32,
+}
+
+/// Everything a [`Balancer`] needs, taken from the configuration; it keeps the last
+/// one so a restart rebuilds the same pool.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// How to pick (ignored when `priority` is set).
+    pub strategy: Strategy,
+    /// Pick the first eligible target in `targets` order instead of spreading: a
+    /// fixed failover order, for a client's tunnel servers, where the configuration
+    /// lists the preferred server first.
+    pub priority: bool,
+    /// The endpoints, in configuration order.
+    pub targets: Vec<Target>,
+    /// Health checks and failover.
+    pub balancer: BalancerConfig,
+    /// Each endpoint's breaker rule.
+    pub breaker: BreakerConfig,
+    /// Time one TCP connect may take.
+    pub connect_timeout: Duration,
+    /// TCP keepalive idle time on connected sockets; None: no keepalive.
+    pub keepalive_idle: Option<Duration>,
+}
+
+impl Settings {
+    fn common(config: &Config, strategy: Strategy, priority: bool, targets: Vec<Target>) -> Self {
+        let c = &config.connection;
+        Self {
+            strategy,
+            priority,
+            targets,
+            balancer: config.balancer.clone(),
+            breaker: config.breaker.clone(),
+            connect_timeout: c.connect_timeout.duration(),
+            keepalive_idle: c.keepalive.then(|| c.keepalive_idle.duration()),
+        }
+    }
+
+    /// A server's service: its endpoints and strategy, the daemon's `balancer`,
+    /// `breaker` and `connection` sections.
+    pub fn for_service(service: &Service, config: &Config) -> Self {
+        let targets = service
+            .endpoints
+            .iter()
+            .map(|e| Target {
+                address: e.address.get().to_string(),
+                weight: e.weight,
+            })
+            .collect();
+        Self::common(config, service.strategy, false, targets)
+    }
+
+    /// A client's `tunnel.servers`: in `priority` order (the first healthy server
+    /// whose breaker is closed gets the tunnel; the next only when it fails), with
+    /// the same health checks and breakers as services' endpoints. The servers'
+    /// weights are kept, for a weighted mode should one be wanted later.
+    pub fn for_servers(config: &Config) -> Self {
+        let targets = config
+            .tunnel
+            .servers
+            .iter()
+            .map(|s| Target {
+                address: s.address.get().to_string(),
+                weight: s.weight,
+            })
+            .collect();
+        Self::common(config, Strategy::RoundRobin, true, targets)
+    }
+}
+
+/// One endpoint as the balancer tracks it.
+struct Backend {
+    /// Its index in the pool.
+    index: usize,
+    /// Tells this endpoint's breaker notices and check results from those of an
+    /// earlier endpoint of the same address (removed, then added again).
+    id: u64,
+    row: Arc<EndpointRow>,
+    health: HealthTracker,
+    breaker: Addr<BreakerActor>,
+    /// A health check is in flight: the next tick skips it rather than pile up.
+    checking: bool,
+}
+
+/// The balancer of one service: its endpoints, their health and breakers.
+pub struct Balancer {
+    name: String,
+    settings: Settings,
+    registry: Arc<Endpoints>,
+    log: Logger,
+    pool: Pool,
+    /// By address.
+    backends: HashMap<String, Backend>,
+    /// Pool indexes in `settings.targets` order, for `priority`.
+    order: Vec<usize>,
+    /// Addresses being drained; kept across restarts (an operator's decision).
+    draining: HashSet<String>,
+    /// Bumped by each restart: finishes of streams picked from the old pool are
+    /// ignored, since its indexes mean nothing to the new one.
+    epoch: u64,
+    /// The last id given to a backend.
+    last_id: u64,
+    /// Whether the pool was built from the settings since the actor (re)started.
+    built: bool,
+    checks: Option<SpawnHandle>,
+}
+
+impl Balancer {
+    /// The balancer of service `name` (e.g. `tunnel` for a client's servers), writing
+    /// its endpoints' numbers to `registry`. The pool, the endpoints' rows and their
+    /// breakers are made when it starts.
+    pub fn new(name: String, settings: Settings, registry: Arc<Endpoints>, log: Logger) -> Self {
+        let log = log.new(slog::o!("service" => name.clone()));
+        Self {
+            pool: Pool::new(settings.strategy),
+            name,
+            settings,
+            registry,
+            log,
+            backends: HashMap::new(),
+            order: Vec::new(),
+            draining: HashSet::new(),
+            epoch: 0,
+            last_id: 0,
+            built: false,
+            checks: None,
+        }
+    }
+
+    /// Builds the pool, health trackers, breakers and registry rows from the kept
+    /// settings, letting go of any earlier ones. Registry rows are found again, so
+    /// their numbers carry over.
+    fn rebuild(&mut self, ctx: &mut Context<Self>) {
+        for (_, b) in self.backends.drain() {
+            b.breaker.do_send(breaker::Retire);
+        }
+        self.pool = Pool::new(self.settings.strategy);
+        for t in self.settings.targets.clone() {
+            self.add_backend(&t, ctx);
+        }
+        self.reorder();
+        self.built = true;
+    }
+
+    /// Adds `t` to the pool and the registry with a fresh tracker and breaker.
+    fn add_backend(&mut self, t: &Target, ctx: &mut Context<Self>) {
+        let index = self.pool.add(&t.address, t.weight);
+        let row = self.registry.row(&self.name, &t.address, t.weight);
+        row.set_healthy(true);
+        row.set_breaker(registry::BreakerState::Closed);
+        let draining = self.draining.contains(&t.address);
+        self.pool.set_draining(&t.address, draining);
+        row.set_draining(draining);
+        self.last_id += 1;
+        let id = self.last_id;
+        let actor = BreakerActor::new(
+            id,
+            &self.name,
+            &t.address,
+            self.settings.breaker.clone(),
+            row.clone(),
+            ctx.address().downgrade().into(),
+            &self.log,
+        );
+        let backend = Backend {
+            index,
+            id,
+            row,
+            health: HealthTracker::new(&self.settings.balancer, Instant::now()),
+            breaker: Supervisor::start(|_| actor),
+            checking: false,
+        };
+        self.backends.insert(t.address.clone(), backend);
+    }
+
+    /// Takes `address` out: the pool keeps it until its streams end, its row goes
+    /// then, its breaker stops announcing.
+    fn remove_backend(&mut self, address: &str) {
+        if let Some(b) = self.backends.remove(address) {
+            b.breaker.do_send(breaker::Retire);
+        }
+        self.pool.remove(address);
+        self.registry.retire(&self.name, address);
+    }
+
+    /// Recomputes the failover order from the targets.
+    fn reorder(&mut self) {
+        self.order = self
+            .settings
+            .targets
+            .iter()
+            .filter_map(|t| self.backends.get(&t.address).map(|b| b.index))
+            .collect();
+    }
+
+    /// Runs the health checks every `balancer.health_check`, replacing the earlier
+    /// timer.
+    fn arm_checks(&mut self, ctx: &mut Context<Self>) {
+        if let Some(h) = self.checks.take() {
+            ctx.cancel_future(h);
+        }
+        let every = self
+            .settings
+            .balancer
+            .health_check
+            .duration()
+            .max(MIN_HEALTH_CHECK);
+        self.checks = Some(ctx.run_interval(every, |act, ctx| {
+            // Nobody holds our address (no owner, no stream, no connect in
+            // flight): the service is gone.
+            if !ctx.connected() {
+                ctx.stop();
+                return;
+            }
+            act.check_all(ctx);
+        }));
+    }
+
+    /// Starts a health check of every endpoint that has none in flight; each runs
+    /// as its own future and its result comes back to [`Self::checked`].
+    fn check_all(&mut self, ctx: &mut Context<Self>) {
+        let limit = self
+            .settings
+            .connect_timeout
+            .min(self.settings.balancer.health_check.duration())
+            .max(MIN_HEALTH_CHECK);
+        let due: Vec<(String, u64)> = self
+            .backends
+            .iter_mut()
+            .filter(|(_, b)| !b.checking)
+            .map(|(address, b)| {
+                b.checking = true;
+                (address.clone(), b.id)
+            })
+            .collect();
+        for (address, id) in due {
+            let probe = async move {
+                let ok = matches!(tokio::time::timeout(limit, dial(&address)).await, Ok(Ok(_)));
+                (address, id, ok)
+            };
+            ctx.spawn(
+                probe
+                    .into_actor(self)
+                    .map(|(address, id, ok), act, _ctx| act.checked(&address, id, ok)),
+            );
+        }
+    }
+
+    /// A health check of `address` (backend `id`) came back `ok`: the one place a
+    /// health transition is applied, logged and recorded.
+    fn checked(&mut self, address: &str, id: u64, ok: bool) {
+        let Some(b) = self.backends.get_mut(address).filter(|b| b.id == id) else {
+            return;
+        };
+        let now = Instant::now();
+        b.checking = false;
+        b.row.checked(ok, now);
+        let Some(t) = b.health.observe(ok, now) else {
+            return;
+        };
+        let up = t == Transition::Up;
+        self.pool.set_healthy(b.index, up);
+        b.row.set_healthy(up);
+        if up {
+            info!(self.log, "endpoint up"; "endpoint" => address,
+                "checks" => self.settings.balancer.healthy_threshold);
+        } else {
+            warn!(self.log, "endpoint down"; "endpoint" => address, "code" => ErrorCode::Connect,
+                "checks" => self.settings.balancer.unhealthy_threshold);
+        }
+    }
+
+    /// The backend of `address`, or the error a command naming it gets.
+    fn backend(&self, address: &str) -> crate::Result<&Backend> {
+        self.backends.get(address).ok_or_else(|| {
+            Error::BadArgs(format!("service {} has no endpoint {address}", self.name))
+        })
+    }
+
+    /// Applies new settings: endpoints diffed by address, everything else in place.
+    fn apply(&mut self, new: Settings, ctx: &mut Context<Self>) {
+        let old = std::mem::replace(&mut self.settings, new);
+        let new = &self.settings;
+        self.pool.set_strategy(new.strategy);
+        let wanted: HashSet<&str> = new.targets.iter().map(|t| t.address.as_str()).collect();
+        let gone: Vec<String> = self
+            .backends
+            .keys()
+            .filter(|a| !wanted.contains(a.as_str()))
+            .cloned()
+            .collect();
+        let (mut added, mut reweighted) = (0, 0);
+        for t in new.targets.clone() {
+            if let Some(b) = self.backends.get(&t.address) {
+                if self.pool.get(b.index).map(|m| m.weight()) != Some(t.weight.max(1)) {
+                    self.pool.add(&t.address, t.weight);
+                    b.row.set_weight(t.weight);
+                    reweighted += 1;
+                }
+            } else {
+                self.add_backend(&t, ctx);
+                added += 1;
+            }
+        }
+        for address in &gone {
+            self.remove_backend(address);
+        }
+        for b in self.backends.values_mut() {
+            b.health.reconfigure(&self.settings.balancer);
+        }
+        if old.breaker != self.settings.breaker {
+            for b in self.backends.values() {
+                b.breaker
+                    .do_send(breaker::Reconfigure(self.settings.breaker.clone()));
+            }
+        }
+        if old.balancer.health_check != self.settings.balancer.health_check {
+            self.arm_checks(ctx);
+        }
+        self.reorder();
+        info!(self.log, "balancer reconfigured"; "added" => added, "removed" => gone.len(),
+            "reweighted" => reweighted, "endpoints" => self.backends.len());
+    }
+
+    /// What a Connect needs to run its failover loop on its own.
+    fn plan(&self, ctx: &Context<Self>) -> Plan {
+        let b = &self.settings.balancer;
+        Plan {
+            service: self.name.clone(),
+            balancer: ctx.address(),
+            deadline: Instant::now() + b.retry_timeout.duration(),
+            tries: b.max_retries.saturating_add(1),
+            connect_timeout: self.settings.connect_timeout,
+            keepalive_idle: self.settings.keepalive_idle,
+            log: self.log.clone(),
+        }
+    }
+}
+
+impl Actor for Balancer {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        if !self.built {
+            self.rebuild(ctx);
+        }
+        self.arm_checks(ctx);
+        info!(self.log, "balancer started"; "endpoints" => self.backends.len(),
+            "strategy" => ?self.settings.strategy, "priority" => self.settings.priority);
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        for (address, b) in self.backends.drain() {
+            b.breaker.do_send(breaker::Retire);
+            self.registry.retire(&self.name, &address);
+        }
+        info!(self.log, "balancer stopped");
+    }
+}
+
+impl Supervised for Balancer {
+    /// Starts over from the kept settings: fresh pool, trackers and breakers (the
+    /// old breakers are retired), the same registry rows and drains.
+    fn restarting(&mut self, ctx: &mut Self::Context) {
+        self.epoch += 1;
+        self.checks = None;
+        self.rebuild(ctx);
+    }
+}
+
+/// Connect a new stream to one of the service's endpoints.
+#[derive(Message)]
+#[rtype(result = "Result<Connected, ConnectError>")]
+pub struct Connect;
+
+/// A stream's connected socket and its lease on the endpoint.
+#[derive(Debug)]
+pub struct Connected {
+    /// Connected to the endpoint, TCP keepalive set as configured, no Nagle delay.
+    pub socket: TcpStream,
+    /// Hold it for as long as the stream lives.
+    pub lease: Lease,
+}
+
+/// Why a [`Connect`] failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct ConnectError {
+    /// `E_NO_ENDPOINT`.
+    pub code: ErrorCode,
+    /// The service, and every endpoint tried with what went wrong.
+    pub message: String,
+}
+
+/// A stream's hold on its endpoint. Dropping it ends the stream for the balancer
+/// (least connections, removal of a drained endpoint) and the registry (active count,
+/// duration).
+pub struct Lease {
+    index: usize,
+    epoch: u64,
+    address: String,
+    row: Arc<EndpointRow>,
+    balancer: Addr<Balancer>,
+    started: Instant,
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease")
+            .field("address", &self.address)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Lease {
+    /// The endpoint's `host:port`.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// The endpoint's registry row: count the stream's bytes on it
+    /// ([`EndpointRow::add_in`], [`EndpointRow::add_out`]).
+    pub fn row(&self) -> &Arc<EndpointRow> {
+        &self.row
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.row.stream_finished(self.started.elapsed());
+        // do_send: one message per stream, on the control path, and it must not be
+        // lost (the pool's count would never come down). A stopped balancer drops it.
+        self.balancer.do_send(Finished {
+            index: self.index,
+            epoch: self.epoch,
+        });
+    }
+}
+
+/// Reload: new endpoints, strategy, thresholds and breaker rule. Endpoints are
+/// diffed by address: new ones are added, missing ones removed (their live streams
+/// go on), changed weights applied; the others keep their health, breaker and counts.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Reconfigure(pub Settings);
+
+/// `ctl`: add an endpoint (until the next reload).
+///
+/// # Errors
+/// `E_BAD_ARGS` when the address is not `host:port` or the service has it already.
+#[derive(Message)]
+#[rtype(result = "crate::Result<()>")]
+pub struct AddEndpoint {
+    /// `host:port`.
+    pub address: String,
+    /// Its weight; 0 counts as 1.
+    pub weight: u32,
+}
+
+/// `ctl`: remove an endpoint (until the next reload); its live streams go on.
+///
+/// # Errors
+/// `E_BAD_ARGS` when the service has no such endpoint.
+#[derive(Message)]
+#[rtype(result = "crate::Result<()>")]
+pub struct RemoveEndpoint {
+    /// `host:port` as listed.
+    pub address: String,
+}
+
+/// `ctl`: start or stop draining an endpoint: it keeps its streams, gets no new one.
+///
+/// # Errors
+/// `E_BAD_ARGS` when the service has no such endpoint.
+#[derive(Message)]
+#[rtype(result = "crate::Result<()>")]
+pub struct Drain {
+    /// `host:port` as listed.
+    pub address: String,
+    /// Whether to drain.
+    pub draining: bool,
+}
+
+/// `ctl`: force an endpoint's breaker closed. Replies once the breaker has.
+///
+/// # Errors
+/// `E_BAD_ARGS` when the service has no such endpoint.
+#[derive(Message)]
+#[rtype(result = "crate::Result<()>")]
+pub struct ResetBreaker {
+    /// `host:port` as listed.
+    pub address: String,
+}
+
+/// A try picks an endpoint: the pool counts it as started.
+#[derive(Message)]
+#[rtype(result = "Option<Picked>")]
+struct Pick {
+    exclude: Vec<usize>,
+}
+
+/// The endpoint a try goes to.
+struct Picked {
+    index: usize,
+    epoch: u64,
+    address: String,
+    row: Arc<EndpointRow>,
+    breaker: Addr<BreakerActor>,
+}
+
+/// A picked endpoint's stream ended, or its try failed.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Finished {
+    index: usize,
+    epoch: u64,
+}
+
+impl Handler<Connect> for Balancer {
+    type Result = ResponseFuture<Result<Connected, ConnectError>>;
+
+    fn handle(&mut self, _: Connect, ctx: &mut Self::Context) -> Self::Result {
+        Box::pin(self.plan(ctx).run())
+    }
+}
+
+impl Handler<Pick> for Balancer {
+    type Result = Option<Picked>;
+
+    fn handle(&mut self, msg: Pick, _ctx: &mut Self::Context) -> Self::Result {
+        let index = if self.settings.priority {
+            self.pool.pick_first(&self.order, &msg.exclude)
+        } else {
+            self.pool.pick(&msg.exclude)
+        }?;
+        let address = self.pool.get(index)?.key().to_owned();
+        let b = self.backends.get(&address)?;
+        self.pool.started(index);
+        Some(Picked {
+            index,
+            epoch: self.epoch,
+            row: b.row.clone(),
+            breaker: b.breaker.clone(),
+            address,
+        })
+    }
+}
+
+impl Handler<Finished> for Balancer {
+    type Result = ();
+
+    fn handle(&mut self, msg: Finished, _ctx: &mut Self::Context) {
+        if msg.epoch == self.epoch {
+            self.pool.finished(msg.index);
+        }
+    }
+}
+
+impl Handler<BreakerChanged> for Balancer {
+    type Result = ();
+
+    fn handle(&mut self, msg: BreakerChanged, _ctx: &mut Self::Context) {
+        if let Some(b) = self.backends.get(&msg.address).filter(|b| b.id == msg.id) {
+            self.pool
+                .set_breaker_open(b.index, msg.state == BreakerState::Open);
+        }
+    }
+}
+
+impl Handler<Reconfigure> for Balancer {
+    type Result = ();
+
+    fn handle(&mut self, msg: Reconfigure, ctx: &mut Self::Context) {
+        self.apply(msg.0, ctx);
+    }
+}
+
+impl Handler<AddEndpoint> for Balancer {
+    type Result = crate::Result<()>;
+
+    fn handle(&mut self, msg: AddEndpoint, ctx: &mut Self::Context) -> Self::Result {
+        let address = msg
+            .address
+            .trim()
+            .parse::<HostPort>()
+            .map_err(|e| {
+                Error::BadArgs(format!(
+                    "service {}: endpoint {:?}: {e}",
+                    self.name, msg.address
+                ))
+            })?
+            .to_string();
+        if self.backends.contains_key(&address) {
+            return Err(Error::BadArgs(format!(
+                "service {} already has endpoint {address}",
+                self.name
+            )));
+        }
+        let t = Target {
+            address,
+            weight: msg.weight,
+        };
+        self.settings.targets.push(t.clone());
+        self.add_backend(&t, ctx);
+        self.reorder();
+        info!(self.log, "endpoint added"; "endpoint" => &t.address, "weight" => t.weight.max(1));
+        Ok(())
+    }
+}
+
+impl Handler<RemoveEndpoint> for Balancer {
+    type Result = crate::Result<()>;
+
+    fn handle(&mut self, msg: RemoveEndpoint, _ctx: &mut Self::Context) -> Self::Result {
+        let active = self.backend(&msg.address)?.row.active();
+        self.settings.targets.retain(|t| t.address != msg.address);
+        self.draining.remove(&msg.address);
+        self.remove_backend(&msg.address);
+        self.reorder();
+        info!(self.log, "endpoint removed"; "endpoint" => &msg.address, "active" => active);
+        Ok(())
+    }
+}
+
+impl Handler<Drain> for Balancer {
+    type Result = crate::Result<()>;
+
+    fn handle(&mut self, msg: Drain, _ctx: &mut Self::Context) -> Self::Result {
+        let row = self.backend(&msg.address)?.row.clone();
+        self.pool.set_draining(&msg.address, msg.draining);
+        row.set_draining(msg.draining);
+        if msg.draining {
+            self.draining.insert(msg.address.clone());
+            info!(self.log, "endpoint draining"; "endpoint" => &msg.address, "active" => row.active());
+        } else {
+            self.draining.remove(&msg.address);
+            info!(self.log, "endpoint drain ended"; "endpoint" => &msg.address);
+        }
+        Ok(())
+    }
+}
+
+impl Handler<ResetBreaker> for Balancer {
+    type Result = ResponseFuture<crate::Result<()>>;
+
+    fn handle(&mut self, msg: ResetBreaker, _ctx: &mut Self::Context) -> Self::Result {
+        let breaker = self.backend(&msg.address).map(|b| b.breaker.clone());
+        Box::pin(async move {
+            breaker?
+                .send(breaker::Reset)
+                .await
+                .map_err(|e| Error::Internal(format!("breaker of {}: {e}", msg.address)))
+        })
+    }
+}
+
+/// One Connect's failover loop, run outside the actor.
+struct Plan {
+    service: String,
+    balancer: Addr<Balancer>,
+    deadline: Instant,
+    tries: u32,
+    connect_timeout: Duration,
+    keepalive_idle: Option<Duration>,
+    log: Logger,
+}
+
+impl Plan {
+    async fn run(self) -> Result<Connected, ConnectError> {
+        let mut exclude = Vec::new();
+        let mut tried: Vec<String> = Vec::new();
+        let mut tries = 0;
+        let why = loop {
+            if tries >= self.tries {
+                break "retries exhausted";
+            }
+            if Instant::now() >= self.deadline {
+                break "retry_timeout passed";
+            }
+            let picked = match self
+                .balancer
+                .send(Pick {
+                    exclude: exclude.clone(),
+                })
+                .await
+            {
+                Ok(Some(p)) => p,
+                Ok(None) if tried.is_empty() => break "no healthy endpoint",
+                Ok(None) => break "no endpoint left to try",
+                Err(_) => break "balancer stopped",
+            };
+            exclude.push(picked.index);
+            let mut attempt = Attempt {
+                picked,
+                balancer: self.balancer.clone(),
+                permit: None,
+            };
+            let address = attempt.picked.address.clone();
+            match attempt.picked.breaker.send(breaker::Allow).await {
+                Ok(Some(permit)) => attempt.permit = Some(permit),
+                Ok(None) | Err(_) => {
+                    tried.push(format!("{address} ({})", ErrorCode::BreakerOpen));
+                    continue;
+                }
+            }
+            tries += 1;
+            let budget = self.deadline.saturating_duration_since(Instant::now());
+            let limit = self.connect_timeout.min(budget);
+            match tokio::time::timeout(limit, dial(&address)).await {
+                Ok(Ok(socket)) => {
+                    crate::tunnel::handshake::tune_socket(&socket, self.keepalive_idle);
+                    debug!(self.log, "stream connected"; "endpoint" => &address, "tries" => tries);
+                    return Ok(Connected {
+                        socket,
+                        lease: attempt.succeeded(),
+                    });
+                }
+                Ok(Err(e)) => {
+                    debug!(self.log, "endpoint connect failed"; "endpoint" => &address,
+                        "code" => ErrorCode::Connect, "error" => %e);
+                    tried.push(format!("{address} ({e})"));
+                    attempt.failed();
+                }
+                Err(_) if limit < self.connect_timeout => {
+                    // The budget ran out, not the endpoint's time: it says nothing
+                    // about the endpoint (the attempt's drop abandons the permit).
+                    tried.push(format!("{address} (cut by retry_timeout)"));
+                    break "retry_timeout passed";
+                }
+                Err(_) => {
+                    debug!(self.log, "endpoint connect failed"; "endpoint" => &address,
+                        "code" => ErrorCode::Connect, "error" => "timed out");
+                    tried.push(format!("{address} (connect timed out)"));
+                    attempt.failed();
+                }
+            }
+        };
+        let message = if tried.is_empty() {
+            format!("service {}: {why}", self.service)
+        } else {
+            format!(
+                "service {}: {why}; tried {}",
+                self.service,
+                tried.join(", ")
+            )
+        };
+        Err(ConnectError {
+            code: ErrorCode::NoEndpoint,
+            message,
+        })
+    }
+}
+
+/// One try in flight: what it took (the pool's count, the breaker's permit) is given
+/// back when it is dropped, whatever ends it, unless it became a [`Lease`].
+struct Attempt {
+    picked: Picked,
+    balancer: Addr<Balancer>,
+    permit: Option<Permit>,
+}
+
+impl Attempt {
+    /// The connect failed: the breaker and the row count it; the drop frees the pick.
+    fn failed(mut self) {
+        self.picked.row.connect_failed();
+        if let Some(permit) = self.permit.take() {
+            self.picked
+                .breaker
+                .do_send(breaker::Outcome { permit, ok: false });
+        }
+    }
+
+    /// The connect succeeded: the stream now holds the pick as a lease.
+    fn succeeded(mut self) -> Lease {
+        if let Some(permit) = self.permit.take() {
+            self.picked
+                .breaker
+                .do_send(breaker::Outcome { permit, ok: true });
+        }
+        self.picked.row.stream_started();
+        let lease = Lease {
+            index: self.picked.index,
+            epoch: self.picked.epoch,
+            address: std::mem::take(&mut self.picked.address),
+            row: self.picked.row.clone(),
+            balancer: self.balancer.clone(),
+            started: Instant::now(),
+        };
+        // The lease reports the finish now.
+        std::mem::forget(self);
+        lease
+    }
+}
+
+impl Drop for Attempt {
+    fn drop(&mut self) {
+        // do_send: a drop cannot wait, and neither message may be lost (a lost
+        // permit would hold a half-open trial slot, a lost finish the pool's count).
+        if let Some(permit) = self.permit.take() {
+            self.picked.breaker.do_send(breaker::Abandoned { permit });
+        }
+        self.balancer.do_send(Finished {
+            index: self.picked.index,
+            epoch: self.picked.epoch,
+        });
+    }
+}
+
+/// Connects to `address` (`host:port`, a name resolved now), trying each address
+/// it resolves to in turn.
+async fn dial(address: &str) -> io::Result<TcpStream> {
+    let mut last = None;
+    for addr in tokio::net::lookup_host(address).await? {
+        match TcpStream::connect(addr).await {
+            Ok(s) => return Ok(s),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address")))
+}

@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 use tokio::sync::broadcast;
 
 use super::compress::Algorithm;
+use crate::balancer::registry::{EndpointView, Endpoints};
 use crate::error::ErrorCode;
 
 /// Why a packet was dropped.
@@ -269,6 +270,9 @@ pub struct Stats {
     /// `sessions` lock is held, so a listener that sees no live session has already
     /// been sent every event.
     events: broadcast::Sender<TunnelEvent>,
+    /// The layer-4 services' endpoints, one row each: kept here so that metrics,
+    /// SNMP and `ctl` reach them wherever they reach the tunnel's numbers.
+    pub endpoints: Arc<Endpoints>,
 }
 
 impl Default for Stats {
@@ -285,6 +289,7 @@ impl Default for Stats {
             duration_buckets: Default::default(),
             closed: AtomicU64::new(0),
             events: broadcast::Sender::new(EVENT_CAPACITY),
+            endpoints: Arc::default(),
         }
     }
 }
@@ -425,6 +430,7 @@ impl Stats {
                 count: self.closed.load(Relaxed),
                 sum_seconds: self.duration_total_ms.load(Relaxed) as f64 / 1000.0,
             },
+            endpoints: self.endpoints.snapshot(),
         }
     }
 
@@ -492,6 +498,8 @@ pub struct Snapshot {
     pub ended_by: Vec<(ErrorCode, u64)>,
     /// Durations of closed sessions.
     pub durations: DurationHistogram,
+    /// The services' endpoints, by index.
+    pub endpoints: Vec<EndpointView>,
 }
 
 /// One live session.
