@@ -882,3 +882,477 @@ async fn dial(address: &str) -> io::Result<TcpStream> {
     }
     Err(last.unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address")))
 }
+
+#[cfg(test)]
+mod tests {
+    //! The actors against real loopback listeners: no mocks, every test bounded.
+
+    use super::*;
+    use registry::{BreakerState as Shown, EndpointView};
+    use sssonector_config::DurationValue;
+    use std::future::Future;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn settings(addresses: &[&str]) -> Settings {
+        Settings {
+            strategy: Strategy::RoundRobin,
+            priority: false,
+            targets: addresses
+                .iter()
+                .map(|a| Target {
+                    address: (*a).to_string(),
+                    weight: 1,
+                })
+                .collect(),
+            balancer: BalancerConfig {
+                // Long: no check interferes unless a test asks for them.
+                health_check: DurationValue::of(Duration::from_secs(60)),
+                retry_timeout: DurationValue::of(Duration::from_secs(2)),
+                max_retries: 3,
+                healthy_threshold: 2,
+                unhealthy_threshold: 2,
+            },
+            breaker: BreakerConfig {
+                max_failures: 100,
+                reset_timeout: DurationValue::of(Duration::from_secs(30)),
+                half_open_max_calls: 1,
+                failure_window: DurationValue::of(Duration::from_secs(60)),
+            },
+            connect_timeout: 500 * MS,
+            keepalive_idle: Some(Duration::from_secs(60)),
+        }
+    }
+
+    /// A started balancer, once its rows are in the registry.
+    async fn start(settings: Settings) -> (Addr<Balancer>, Arc<Endpoints>) {
+        let registry = Arc::new(Endpoints::default());
+        let log = Logger::root(slog::Discard, slog::o!());
+        let n = settings.targets.len();
+        let b = Balancer::new("web".into(), settings, registry.clone(), log);
+        let b = Supervisor::start(|_| b);
+        while registry.snapshot().len() < n {
+            tokio::time::sleep(MS).await;
+        }
+        (b, registry)
+    }
+
+    async fn listen() -> (TcpListener, String) {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("binds");
+        let a = l.local_addr().expect("bound").to_string();
+        (l, a)
+    }
+
+    /// An address nothing listens on.
+    async fn closed_port() -> String {
+        listen().await.1
+    }
+
+    /// `f`, which must finish within 3 s.
+    async fn within<F: Future>(f: F) -> F::Output {
+        tokio::time::timeout(Duration::from_secs(3), f)
+            .await
+            .expect("the test finishes within 3 s")
+    }
+
+    /// Waits until `cond` holds for the registry's row of `address`.
+    async fn until(registry: &Endpoints, address: &str, cond: impl Fn(&EndpointView) -> bool) {
+        loop {
+            if view(registry, address).is_some_and(|v| cond(&v)) {
+                return;
+            }
+            tokio::time::sleep(5 * MS).await;
+        }
+    }
+
+    fn view(registry: &Endpoints, address: &str) -> Option<EndpointView> {
+        registry
+            .snapshot()
+            .into_iter()
+            .find(|v| v.address == address)
+    }
+
+    async fn connect(b: &Addr<Balancer>) -> Connected {
+        b.send(Connect)
+            .await
+            .expect("balancer alive")
+            .expect("connected")
+    }
+
+    /// How many of `n` connects went to each address.
+    async fn spread(b: &Addr<Balancer>, n: usize) -> HashMap<String, usize> {
+        let mut counts = HashMap::new();
+        for _ in 0..n {
+            let c = connect(b).await;
+            *counts.entry(c.lease.address().to_string()).or_default() += 1;
+        }
+        counts
+    }
+
+    #[actix_rt::test]
+    async fn round_robin_gives_each_of_three_endpoints_ten_of_thirty() {
+        within(async {
+            let (_l1, a1) = listen().await;
+            let (_l2, a2) = listen().await;
+            let (_l3, a3) = listen().await;
+            let (b, registry) = start(settings(&[&a1, &a2, &a3])).await;
+            let counts = spread(&b, 30).await;
+            for a in [&a1, &a2, &a3] {
+                assert_eq!(counts.get(a), Some(&10), "{counts:?}");
+                let v = view(&registry, a).expect("a row");
+                assert_eq!((v.total, v.active, v.peak), (10, 0, 1));
+            }
+        })
+        .await;
+    }
+
+    #[actix_rt::test]
+    async fn closed_ports_are_failed_over_without_a_single_connect_error() {
+        within(async {
+            let c1 = closed_port().await;
+            let (_l, live) = listen().await;
+            let c2 = closed_port().await;
+            let (b, registry) = start(settings(&[&c1, &live, &c2])).await;
+            let counts = spread(&b, 30).await;
+            assert_eq!(counts.get(&live), Some(&30));
+            for c in [&c1, &c2] {
+                let v = view(&registry, c).expect("a row");
+                assert!(v.connect_failures > 0, "{v:?}");
+                assert_eq!(v.total, 0);
+            }
+        })
+        .await;
+    }
+
+    #[actix_rt::test]
+    async fn with_every_endpoint_down_the_error_names_what_was_tried() {
+        within(async {
+            let (c1, c2) = (closed_port().await, closed_port().await);
+            let (b, _) = start(settings(&[&c1, &c2])).await;
+            let err = b.send(Connect).await.expect("alive").expect_err("none up");
+            assert_eq!(err.code, ErrorCode::NoEndpoint);
+            assert!(err.message.contains("service web"), "{}", err.message);
+            assert!(
+                err.message.contains(&c1) && err.message.contains(&c2),
+                "{}",
+                err.message
+            );
+            let (empty, _) = start(settings(&[])).await;
+            let err = empty.send(Connect).await.expect("alive").expect_err("none");
+            assert_eq!(err.message, "service web: no healthy endpoint");
+        })
+        .await;
+    }
+
+    #[actix_rt::test]
+    async fn a_lost_endpoint_goes_down_after_the_threshold_and_comes_back() {
+        within(async {
+            let (l1, a1) = listen().await;
+            let (_l2, a2) = listen().await;
+            let mut s = settings(&[&a1, &a2]);
+            s.balancer.health_check = DurationValue::of(50 * MS);
+            let (b, registry) = start(s).await;
+            until(&registry, &a1, |v| v.checks >= 1).await;
+            drop(l1);
+            until(&registry, &a1, |v| !v.healthy).await;
+            let v = view(&registry, &a1).expect("row");
+            assert!(v.failed_checks >= 2, "down after two failed checks: {v:?}");
+            let counts = spread(&b, 10).await;
+            assert_eq!(
+                counts.get(&a2),
+                Some(&10),
+                "nothing goes to a down endpoint"
+            );
+            assert_eq!(view(&registry, &a1).map(|v| v.connect_failures), Some(0));
+            let _l1 = TcpListener::bind(&a1).await.expect("the same port again");
+            until(&registry, &a1, |v| v.healthy).await;
+            let counts = spread(&b, 10).await;
+            assert_eq!(counts.get(&a1), Some(&5), "back in rotation: {counts:?}");
+        })
+        .await;
+    }
+
+    #[actix_rt::test]
+    async fn the_breaker_opens_at_max_failures_and_half_opens_at_reset_timeout() {
+        within(async {
+            let dead = closed_port().await;
+            let (_l, live) = listen().await;
+            let mut s = settings(&[&dead, &live]);
+            s.breaker.max_failures = 3;
+            s.breaker.reset_timeout = DurationValue::of(300 * MS);
+            let (b, registry) = start(s).await;
+            while view(&registry, &dead).is_some_and(|v| v.connect_failures < 3) {
+                connect(&b).await;
+            }
+            until(&registry, &dead, |v| v.breaker == Shown::Open).await;
+            let opened = Instant::now();
+            let v = view(&registry, &dead).expect("row");
+            assert_eq!((v.connect_failures, v.breaker_opened), (3, 1));
+            // Open: nothing is sent to it, so nothing fails there.
+            let counts = spread(&b, 6).await;
+            assert_eq!(counts.get(&live), Some(&6));
+            until(&registry, &dead, |v| v.breaker == Shown::HalfOpen).await;
+            let took = opened.elapsed();
+            assert!(
+                took >= 250 * MS && took <= 550 * MS,
+                "half-open after {took:?}, not 300 ms"
+            );
+            // The trial fails: open again, and the stream still connected elsewhere.
+            while view(&registry, &dead).is_some_and(|v| v.breaker_opened < 2) {
+                connect(&b).await;
+            }
+            assert_eq!(view(&registry, &dead).map(|v| v.connect_failures), Some(4));
+        })
+        .await;
+    }
+
+    #[actix_rt::test]
+    async fn reset_breaker_closes_an_open_breaker() {
+        within(async {
+            let dead = closed_port().await;
+            let (_l, live) = listen().await;
+            let mut s = settings(&[&dead, &live]);
+            s.breaker.max_failures = 1;
+            let (b, registry) = start(s).await;
+            while view(&registry, &dead).is_some_and(|v| v.connect_failures < 1) {
+                connect(&b).await;
+            }
+            until(&registry, &dead, |v| v.breaker == Shown::Open).await;
+            b.send(ResetBreaker {
+                address: dead.clone(),
+            })
+            .await
+            .expect("alive")
+            .expect("known");
+            assert_eq!(
+                view(&registry, &dead).map(|v| v.breaker),
+                Some(Shown::Closed)
+            );
+        })
+        .await;
+    }
+
+    #[actix_rt::test]
+    async fn draining_stops_new_picks_and_the_live_lease_keeps_its_socket() {
+        within(async {
+            let (l1, a1) = listen().await;
+            let (_l2, a2) = listen().await;
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            tokio::spawn(async move {
+                while let Ok((mut s, _)) = l1.accept().await {
+                    let tx = tx.clone();
+                    tokio::spawn(async move {
+                        let mut buf = Vec::new();
+                        let _ = s.read_to_end(&mut buf).await;
+                        if !buf.is_empty() {
+                            let _ = tx.send(buf);
+                        }
+                    });
+                }
+            });
+            let (b, registry) = start(settings(&[&a1, &a2])).await;
+            let mut kept = connect(&b).await;
+            while kept.lease.address() != a1 {
+                kept = connect(&b).await;
+            }
+            b.send(Drain {
+                address: a1.clone(),
+                draining: true,
+            })
+            .await
+            .expect("alive")
+            .expect("known");
+            let counts = spread(&b, 10).await;
+            assert_eq!(counts.get(&a2), Some(&10));
+            let v = view(&registry, &a1).expect("row");
+            assert_eq!((v.draining, v.active), (true, 1));
+            kept.socket.write_all(b"still here").await.expect("writes");
+            kept.socket.shutdown().await.expect("shuts down");
+            assert_eq!(rx.recv().await.as_deref(), Some(&b"still here"[..]));
+            drop(kept);
+            assert_eq!(view(&registry, &a1).map(|v| v.active), Some(0));
+            b.send(Drain {
+                address: a1.clone(),
+                draining: false,
+            })
+            .await
+            .expect("alive")
+            .expect("known");
+            assert_eq!(spread(&b, 10).await.get(&a1), Some(&5));
+        })
+        .await;
+    }
+
+    #[actix_rt::test]
+    async fn reconfigure_adds_and_removes_endpoints() {
+        within(async {
+            let (_l1, a1) = listen().await;
+            let (_l2, a2) = listen().await;
+            let (_l3, a3) = listen().await;
+            let (b, registry) = start(settings(&[&a1, &a2])).await;
+            spread(&b, 4).await;
+            let mut s = settings(&[&a2, &a3]);
+            s.targets[1].weight = 3;
+            s.strategy = Strategy::WeightedRoundRobin;
+            b.send(Reconfigure(s)).await.expect("alive");
+            let counts = spread(&b, 20).await;
+            assert_eq!(
+                (counts.get(&a1), counts.get(&a2), counts.get(&a3)),
+                (None, Some(&5), Some(&15))
+            );
+            let rows: Vec<(u32, String, u64)> = registry
+                .snapshot()
+                .into_iter()
+                .map(|v| (v.index, v.address, v.total))
+                .collect();
+            assert_eq!(rows, [(2, a2.clone(), 7), (3, a3.clone(), 15)]);
+        })
+        .await;
+    }
+
+    #[actix_rt::test]
+    async fn ctl_commands_add_and_remove_endpoints_and_refuse_unknown_ones() {
+        within(async {
+            let (_l1, a1) = listen().await;
+            let (_l2, a2) = listen().await;
+            let (b, registry) = start(settings(&[&a1])).await;
+            let add = |address: &str| AddEndpoint {
+                address: address.to_string(),
+                weight: 1,
+            };
+            b.send(add(&a2)).await.expect("alive").expect("added");
+            assert_eq!(spread(&b, 4).await.get(&a2), Some(&2));
+            let err = b.send(add(&a2)).await.expect("alive").expect_err("twice");
+            assert_eq!(err.code(), ErrorCode::BadArgs);
+            let err = b
+                .send(add("nonsense"))
+                .await
+                .expect("alive")
+                .expect_err("bad");
+            assert_eq!(err.code(), ErrorCode::BadArgs);
+            b.send(RemoveEndpoint {
+                address: a1.clone(),
+            })
+            .await
+            .expect("alive")
+            .expect("removed");
+            assert_eq!(spread(&b, 4).await.get(&a2), Some(&4));
+            assert!(view(&registry, &a1).is_none(), "its row is gone");
+            let unknown = "192.0.2.1:9".to_string();
+            let errors = [
+                b.send(RemoveEndpoint {
+                    address: unknown.clone(),
+                })
+                .await,
+                b.send(Drain {
+                    address: unknown.clone(),
+                    draining: true,
+                })
+                .await,
+                b.send(ResetBreaker {
+                    address: unknown.clone(),
+                })
+                .await,
+            ];
+            for e in errors {
+                let e = e.expect("alive").expect_err("unknown");
+                assert_eq!(e.code(), ErrorCode::BadArgs);
+                assert_eq!(e.to_string(), "service web has no endpoint 192.0.2.1:9");
+            }
+        })
+        .await;
+    }
+
+    #[actix_rt::test]
+    async fn priority_order_sends_everything_to_the_first_eligible_server() {
+        within(async {
+            let (_l1, a1) = listen().await;
+            let (_l2, a2) = listen().await;
+            let mut s = settings(&[&a1, &a2]);
+            s.priority = true;
+            let (b, _) = start(s).await;
+            assert_eq!(spread(&b, 5).await.get(&a1), Some(&5));
+            b.send(Drain {
+                address: a1.clone(),
+                draining: true,
+            })
+            .await
+            .expect("alive")
+            .expect("known");
+            assert_eq!(spread(&b, 5).await.get(&a2), Some(&5));
+        })
+        .await;
+    }
+
+    #[actix_rt::test]
+    async fn least_connections_counts_held_leases() {
+        within(async {
+            let (_l1, a1) = listen().await;
+            let (_l2, a2) = listen().await;
+            let mut s = settings(&[&a1, &a2]);
+            s.strategy = Strategy::LeastConnections;
+            let (b, _) = start(s).await;
+            let mut held = Vec::new();
+            for _ in 0..3 {
+                let c = connect(&b).await;
+                if c.lease.address() == a1 {
+                    held.push(c);
+                }
+            }
+            // a1 holds one or two streams, a2 none: a2 is picked until they even out.
+            let next = connect(&b).await;
+            assert_eq!(next.lease.address(), a2);
+        })
+        .await;
+    }
+
+    #[test]
+    fn settings_come_from_the_configuration() {
+        use sssonector_config::{Endpoint, Parsed, ServerEntry};
+        let mut config = Config::default();
+        config.services.push(Service {
+            name: "web".into(),
+            listen: None,
+            strategy: Strategy::WeightedRoundRobin,
+            endpoints: vec![
+                Endpoint {
+                    address: Parsed::parse(" backend.internal:8080"),
+                    weight: 3,
+                },
+                Endpoint {
+                    address: Parsed::parse("[::1]:80"),
+                    weight: 1,
+                },
+            ],
+        });
+        for a in ["b.example:8443", "a.example:8443"] {
+            config.tunnel.servers.push(ServerEntry {
+                address: Parsed::parse(a),
+                weight: 1,
+            });
+        }
+        config.connection.keepalive = false;
+        let s = Settings::for_service(&config.services[0], &config);
+        assert_eq!(s.strategy, Strategy::WeightedRoundRobin);
+        assert!(!s.priority);
+        let targets: Vec<(&str, u32)> = s
+            .targets
+            .iter()
+            .map(|t| (t.address.as_str(), t.weight))
+            .collect();
+        assert_eq!(targets, [("backend.internal:8080", 3), ("[::1]:80", 1)]);
+        assert_eq!(s.keepalive_idle, None);
+        assert_eq!(
+            s.connect_timeout,
+            config.connection.connect_timeout.duration()
+        );
+        let s = Settings::for_servers(&config);
+        assert!(s.priority);
+        assert_eq!(
+            s.targets[0].address, "b.example:8443",
+            "configured order kept"
+        );
+    }
+}
