@@ -219,7 +219,6 @@ impl Balancer {
         let id = self.last_id;
         let actor = BreakerActor::new(
             id,
-            &self.name,
             &t.address,
             self.settings.breaker.clone(),
             row.clone(),
@@ -749,7 +748,9 @@ impl Plan {
                 .await
             {
                 Ok(Some(p)) => p,
-                Ok(None) if tried.is_empty() => break "no healthy endpoint",
+                Ok(None) if tried.is_empty() => {
+                    break "no endpoint is healthy, undrained and with its breaker closed"
+                }
                 Ok(None) => break "no endpoint left to try",
                 Err(_) => break "balancer stopped",
             };
@@ -758,6 +759,7 @@ impl Plan {
                 picked,
                 balancer: self.balancer.clone(),
                 permit: None,
+                leased: false,
             };
             let address = attempt.picked.address.clone();
             match attempt.picked.breaker.send(breaker::Allow).await {
@@ -821,6 +823,8 @@ struct Attempt {
     picked: Picked,
     balancer: Addr<Balancer>,
     permit: Option<Permit>,
+    /// A lease took over the pool's count: the drop must not finish it.
+    leased: bool,
 }
 
 impl Attempt {
@@ -842,17 +846,15 @@ impl Attempt {
                 .do_send(breaker::Outcome { permit, ok: true });
         }
         self.picked.row.stream_started();
-        let lease = Lease {
+        self.leased = true;
+        Lease {
             index: self.picked.index,
             epoch: self.picked.epoch,
-            address: std::mem::take(&mut self.picked.address),
+            address: self.picked.address.clone(),
             row: self.picked.row.clone(),
             balancer: self.balancer.clone(),
             started: Instant::now(),
-        };
-        // The lease reports the finish now.
-        std::mem::forget(self);
-        lease
+        }
     }
 }
 
@@ -863,10 +865,12 @@ impl Drop for Attempt {
         if let Some(permit) = self.permit.take() {
             self.picked.breaker.do_send(breaker::Abandoned { permit });
         }
-        self.balancer.do_send(Finished {
-            index: self.picked.index,
-            epoch: self.picked.epoch,
-        });
+        if !self.leased {
+            self.balancer.do_send(Finished {
+                index: self.picked.index,
+                epoch: self.picked.epoch,
+            });
+        }
     }
 }
 
@@ -1041,7 +1045,10 @@ mod tests {
             );
             let (empty, _) = start(settings(&[])).await;
             let err = empty.send(Connect).await.expect("alive").expect_err("none");
-            assert_eq!(err.message, "service web: no healthy endpoint");
+            assert_eq!(
+                err.message,
+                "service web: no endpoint is healthy, undrained and with its breaker closed"
+            );
         })
         .await;
     }
@@ -1304,6 +1311,25 @@ mod tests {
             // a1 holds one or two streams, a2 none: a2 is picked until they even out.
             let next = connect(&b).await;
             assert_eq!(next.lease.address(), a2);
+        })
+        .await;
+    }
+
+    #[actix_rt::test]
+    async fn a_balancer_nobody_holds_stops_once_its_last_lease_ends() {
+        within(async {
+            let (_l, a) = listen().await;
+            let mut s = settings(&[&a]);
+            s.balancer.health_check = DurationValue::of(20 * MS);
+            let (b, registry) = start(s).await;
+            let kept = connect(&b).await;
+            drop(b);
+            tokio::time::sleep(100 * MS).await;
+            assert_eq!(registry.snapshot().len(), 1, "a live lease holds it");
+            drop(kept);
+            while !registry.snapshot().is_empty() {
+                tokio::time::sleep(5 * MS).await;
+            }
         })
         .await;
     }

@@ -49,12 +49,12 @@ pub struct BreakerActor {
 }
 
 impl BreakerActor {
-    /// A closed breaker for `address` of `service` with `config`'s rule, writing its
-    /// state to `row` and telling `notify` of each change. `id` is echoed in every
-    /// [`BreakerChanged`].
+    /// A closed breaker for `address` with `config`'s rule, writing its state to `row`
+    /// and telling `notify` of each change. `id` is echoed in every
+    /// [`BreakerChanged`]. `log` is the balancer's, which names the service; the
+    /// breaker adds the endpoint.
     pub fn new(
         id: u64,
-        service: &str,
         address: &str,
         config: BreakerConfig,
         row: Arc<EndpointRow>,
@@ -68,8 +68,7 @@ impl BreakerActor {
             config,
             row,
             notify,
-            log: log
-                .new(slog::o!("service" => service.to_owned(), "endpoint" => address.to_owned())),
+            log: log.new(slog::o!("endpoint" => address.to_owned())),
             timer: None,
             retired: false,
         }
