@@ -5,6 +5,8 @@
 #   bulk  client 127.0.0.1:7201 -> the first iperf3 backend (iperf3 needs both of a
 #         test's connections on one backend)
 #   http  client 127.0.0.1:7080 -> the nginx backends, round robin
+# The harness waits for TLS on both server ports, and one daemon listens on one: a
+# second, idle server daemon listens on the HTTP port (the client uses the first).
 #   cargo build --release
 #   OURS_SETUP=$PWD/.ci/bench-l4-hook.sh OURS_NAME=sssonector bash ../shared/bench/l4-peers.sh
 # SSSONECTOR_BIN overrides the binary (default: target/release/sssonector here).
@@ -18,18 +20,25 @@ case "${1:-}" in
     bulk=${PB_BACKENDS_BULK%% *}
     http=""
     for b in $PB_BACKENDS_HTTP; do http="$http{ address: \"$b\" }, "; done
-    cat >"$PB_WORKDIR/server.yaml" <<YAML
+    server() {  # $1 = name, $2 = interface, $3 = inner /24 prefix, $4 = listen host:port
+      cat >"$PB_WORKDIR/$1.yaml" <<YAML
 mode: server
-network: { interface: sssb4s, address: 10.231.0.1/24 }
-tunnel: { listen_address: ${PB_SERVER_LISTEN_BULK%:*}, listen_port: ${PB_SERVER_LISTEN_BULK##*:},
+network: { interface: $2, address: $3.1/24 }
+tunnel: { listen_address: ${4%:*}, listen_port: ${4##*:},
           cert_file: $c/server.crt, key_file: $c/server.key, ca_file: $c/ca.crt }
 services:
   - { name: bulk, endpoints: [ { address: "$bulk" } ] }
   - { name: http, strategy: round_robin, endpoints: [ ${http%, } ] }
 connection: { max_connections: 10000 }
-control: { socket: $PB_WORKDIR/server.sock }
+control: { socket: $PB_WORKDIR/$1.sock }
 logging: { level: warn, format: json }
 YAML
+      ip netns exec "$PB_NS_SERVER" "$bin" run --config "$PB_WORKDIR/$1.yaml" \
+        >>"$PB_WORKDIR/$1.log" 2>&1 </dev/null 9>&- &
+      echo $! >>"$PB_PIDFILE_SERVER"
+    }
+    server server sssb4s 10.231.0 "$PB_SERVER_LISTEN_BULK"
+    server standby sssb4t 10.232.0 "$PB_SERVER_LISTEN_HTTP"
     cat >"$PB_WORKDIR/client.yaml" <<YAML
 mode: client
 network: { interface: sssb4c, address: 10.231.0.2/24 }
@@ -42,9 +51,6 @@ connection: { max_connections: 10000, retry_attempts: 10, retry_interval: 100ms 
 control: { socket: $PB_WORKDIR/client.sock }
 logging: { level: warn, format: json }
 YAML
-    ip netns exec "$PB_NS_SERVER" "$bin" run --config "$PB_WORKDIR/server.yaml" \
-      >>"$PB_WORKDIR/srv.log" 2>&1 </dev/null 9>&- &
-    echo $! >>"$PB_PIDFILE_SERVER"
     ip netns exec "$PB_NS_CLIENT" "$bin" run --config "$PB_WORKDIR/client.yaml" \
       >>"$PB_WORKDIR/cli.log" 2>&1 </dev/null 9>&- &
     echo $! >>"$PB_PIDFILE_CLIENT"

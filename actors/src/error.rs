@@ -215,6 +215,10 @@ pub enum Error {
         /// What connecting said.
         source: std::io::Error,
     },
+    /// A command named something that does not exist (e.g. an endpoint a service
+    /// lacks) or that already does; the message names both.
+    #[error("{0}")]
+    BadArgs(String),
     /// An invariant did not hold.
     #[error("internal error: {0}")]
     Internal(String),
@@ -235,6 +239,7 @@ impl Error {
             Error::Control(e) => e.code(),
             Error::ControlInUse(_) => ErrorCode::ControlInUse,
             Error::Unreachable { .. } => ErrorCode::Unreachable,
+            Error::BadArgs(_) => ErrorCode::BadArgs,
             Error::Internal(_) => ErrorCode::Internal,
         }
     }

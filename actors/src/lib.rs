@@ -14,11 +14,14 @@
 //!   [`tunnel::codec`] (the frame format, protocol version 1), [`tunnel::session`]
 //!   (Hello/Accept and the server's decision), [`tunnel::hub`] (the per-packet path
 //!   and routing), [`tunnel::stats`] (the counters).
-//! - [`balancer`] (server, layer 4): [`balancer::strategy`] (round robin, least
-//!   connections, smooth weighted round robin over a pool of endpoints) and
-//!   [`balancer::health`] (health-check thresholds); the actor comes later.
-//! - [`breaker`]: [`breaker::machine`], one endpoint's circuit breaker (closed / open /
-//!   half-open); the actor comes later.
+//! - [`balancer`] (layer 4): the Balancer actor, one per service (and one for a
+//!   client's tunnel servers): picks an endpoint per stream, connects with failover,
+//!   runs health checks; [`balancer::strategy`] (round robin, least connections,
+//!   smooth weighted round robin, fixed failover order), [`balancer::health`]
+//!   (health-check thresholds), [`balancer::registry`] (every endpoint's numbers, for
+//!   `ctl`, Prometheus and SNMP).
+//! - [`breaker`]: the Breaker actor, one per endpoint, owned by its balancer, and
+//!   [`breaker::machine`], the circuit breaker it runs (closed / open / half-open).
 //! - [`metrics`]: the Prometheus registry; [`snmp`]: the SNMP agent ([`snmp::agent`],
 //!   [`snmp::mib`], [`snmp::usm`], [`snmp::v3`]) and its notifications ([`snmp::trap`]).
 //! - [`logging`]: slog with a run-time level.

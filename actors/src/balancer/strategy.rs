@@ -259,6 +259,17 @@ impl Pool {
         }
     }
 
+    /// The first endpoint of `order` (indexes, the most preferred first) that a new
+    /// stream may go to, skipping `exclude`: failover in a fixed order, whatever the
+    /// strategy, for a client's tunnel servers. Changes no state: the same pool
+    /// answers the same until a flag changes.
+    pub fn pick_first(&self, order: &[usize], exclude: &[usize]) -> Option<usize> {
+        order
+            .iter()
+            .copied()
+            .find(|&i| self.candidate(i, exclude).is_some())
+    }
+
     /// The first candidate after the cursor, wrapping around: each candidate in turn.
     fn pick_round_robin(&mut self, exclude: &[usize]) -> Option<usize> {
         let i = self
@@ -388,6 +399,19 @@ mod tests {
             assert_eq!(got, [Some(4); 6], "{strategy:?}");
             assert_eq!(p.pick(&[3, 4]), None, "{strategy:?}");
         }
+    }
+
+    #[test]
+    fn pick_first_takes_the_first_eligible_in_the_given_order() {
+        let mut p = pool(Kind::RoundRobin, &[1, 1, 1]);
+        let order = [2, 0, 1];
+        assert_eq!(p.pick_first(&order, &[]), Some(2));
+        assert_eq!(p.pick_first(&order, &[]), Some(2), "no rotation");
+        p.set_healthy(2, false);
+        assert_eq!(p.pick_first(&order, &[]), Some(0));
+        assert_eq!(p.pick_first(&order, &[0]), Some(1));
+        assert_eq!(p.pick_first(&order, &[0, 1]), None);
+        assert_eq!(p.pick_first(&[7], &[]), None, "unknown indexes are skipped");
     }
 
     #[test]

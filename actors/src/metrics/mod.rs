@@ -2,7 +2,9 @@
 //! same snapshot of the tunnel's counters) the SNMP agent all read.
 //!
 //! Nothing is counted twice. The tunnel's numbers live in [`Stats`] (atomics the data
-//! path adds to anyway) and are read at scrape time by `TunnelCollector`; only what
+//! path adds to anyway) and are read at scrape time by `TunnelCollector`, the
+//! services' endpoints (`sssonector_endpoint_*`, labelled by service and endpoint,
+//! both bounded by the configuration) by `EndpointCollector`; only what
 //! has no other home is counted here: control commands, SNMP requests and SNMP
 //! notifications. Labels take
 //! values from fixed sets (directions, drop reasons, error codes, command names), never
@@ -20,6 +22,7 @@ use prometheus::{Encoder, IntCounterVec, Opts, Registry, TextEncoder};
 use serde_json::{json, Map, Value};
 use sssonector_config::Mode;
 
+use crate::balancer::registry::BreakerState;
 use crate::tunnel::stats::{DropReason, Stats};
 
 /// The text format version `/metrics` serves.
@@ -76,6 +79,10 @@ impl Metrics {
         )
         .expect("valid metric");
         let collectors: Vec<Box<dyn Collector>> = vec![
+            Box::new(EndpointCollector {
+                stats: stats.clone(),
+                descs: descs(ENDPOINT_SPECS),
+            }),
             Box::new(TunnelCollector::new(stats, mode)),
             Box::new(control.clone()),
             Box::new(snmp.clone()),
@@ -275,25 +282,18 @@ struct TunnelCollector {
 
 impl TunnelCollector {
     fn new(stats: Arc<Stats>, mode: Mode) -> Self {
-        let descs = SPECS
-            .iter()
-            .map(|s| {
-                let labels = s.labels.iter().map(|l| (*l).to_string()).collect();
-                Desc::new(s.name.into(), s.help.into(), labels, Default::default())
-                    .expect("valid metric description")
-            })
-            .collect();
         Self {
             stats,
             mode,
             started: Instant::now(),
-            descs,
+            descs: descs(SPECS),
         }
     }
 }
 
-/// A sample with `labels` (in the order of its spec's label names).
-fn sample(labels: &[&str], value: f64, spec_labels: &[&str], kind: MetricType) -> proto::Metric {
+/// A sample with no value yet, with `labels` (in the order of its spec's label
+/// names).
+fn labelled(labels: &[&str], spec_labels: &[&str]) -> proto::Metric {
     let pairs = spec_labels
         .iter()
         .zip(labels)
@@ -304,7 +304,12 @@ fn sample(labels: &[&str], value: f64, spec_labels: &[&str], kind: MetricType) -
             p
         })
         .collect();
-    let mut m = proto::Metric::from_label(pairs);
+    proto::Metric::from_label(pairs)
+}
+
+/// A sample with `labels` (in the order of its spec's label names).
+fn sample(labels: &[&str], value: f64, spec_labels: &[&str], kind: MetricType) -> proto::Metric {
+    let mut m = labelled(labels, spec_labels);
     match kind {
         COUNTER => {
             let mut c = proto::Counter::default();
@@ -320,37 +325,89 @@ fn sample(labels: &[&str], value: f64, spec_labels: &[&str], kind: MetricType) -
     m
 }
 
-/// Builds the families in [`SPECS`] order.
-struct Families(Vec<MetricFamily>);
+/// A histogram sample with `labels` (in the order of `spec_labels`) from cumulative
+/// `(upper bound, count)` buckets.
+fn histogram(
+    labels: &[&str],
+    spec_labels: &[&str],
+    buckets: &[(f64, u64)],
+    count: u64,
+    sum: f64,
+) -> proto::Metric {
+    let mut m = labelled(labels, spec_labels);
+    let mut h = proto::Histogram::default();
+    h.set_sample_count(count);
+    h.set_sample_sum(sum);
+    h.set_bucket(
+        buckets
+            .iter()
+            .map(|(bound, n)| {
+                let mut b = proto::Bucket::default();
+                b.set_upper_bound(*bound);
+                b.set_cumulative_count(*n);
+                b
+            })
+            .collect(),
+    );
+    m.set_histogram(h);
+    m
+}
+
+/// The descriptions of a collector's families, from its spec table.
+fn descs(specs: &[Spec]) -> Vec<Desc> {
+    specs
+        .iter()
+        .map(|s| {
+            let labels = s.labels.iter().map(|l| (*l).to_string()).collect();
+            Desc::new(s.name.into(), s.help.into(), labels, Default::default())
+                .expect("valid metric description")
+        })
+        .collect()
+}
+
+/// Builds a collector's families in the order of its spec table.
+struct Families {
+    specs: &'static [Spec],
+    families: Vec<MetricFamily>,
+}
 
 impl Families {
-    fn new() -> Self {
-        Self(
-            SPECS
-                .iter()
-                .map(|s| {
-                    let mut f = MetricFamily::default();
-                    f.set_name(s.name.into());
-                    f.set_help(s.help.into());
-                    f.set_field_type(s.kind);
-                    f
-                })
-                .collect(),
-        )
+    fn new(specs: &'static [Spec]) -> Self {
+        let families = specs
+            .iter()
+            .map(|s| {
+                let mut f = MetricFamily::default();
+                f.set_name(s.name.into());
+                f.set_help(s.help.into());
+                f.set_field_type(s.kind);
+                f
+            })
+            .collect();
+        Self { specs, families }
     }
 
-    fn at(&mut self, name: &str) -> (&Spec, &mut MetricFamily) {
-        let i = SPECS
+    fn at(&mut self, name: &str) -> (&'static Spec, &mut MetricFamily) {
+        let i = self
+            .specs
             .iter()
             .position(|s| s.name == name)
             .expect("every family has a spec");
-        (&SPECS[i], &mut self.0[i])
+        (&self.specs[i], &mut self.families[i])
     }
 
     fn add(&mut self, name: &str, labels: &[&str], value: f64) {
         let (spec, family) = self.at(name);
         let m = sample(labels, value, spec.labels, spec.kind);
         family.mut_metric().push(m);
+    }
+
+    /// The families that have samples: one with none has nothing to say, and the
+    /// text format would print its HELP and TYPE for nothing.
+    fn done(self) -> Vec<MetricFamily> {
+        self.families
+            .into_iter()
+            .filter(|f| !f.get_metric().is_empty())
+            .collect()
     }
 }
 
@@ -362,7 +419,7 @@ impl Collector for TunnelCollector {
     fn collect(&self) -> Vec<MetricFamily> {
         let s = self.stats.snapshot();
         let t = &s.totals;
-        let mut f = Families::new();
+        let mut f = Families::new(SPECS);
         let mode = match self.mode {
             Mode::Server => "server",
             Mode::Client => "client",
@@ -424,26 +481,150 @@ impl Collector for TunnelCollector {
             &[],
             s.reconnects as f64,
         );
-        let (_, family) = f.at("sssonector_tunnel_session_duration_seconds");
-        let mut h = proto::Histogram::default();
-        h.set_sample_count(s.durations.count);
-        h.set_sample_sum(s.durations.sum_seconds);
-        h.set_bucket(
-            s.durations
-                .buckets
-                .iter()
-                .map(|(bound, n)| {
-                    let mut b = proto::Bucket::default();
-                    b.set_upper_bound(*bound);
-                    b.set_cumulative_count(*n);
-                    b
-                })
-                .collect(),
-        );
-        let mut m = proto::Metric::default();
-        m.set_histogram(h);
+        let (spec, family) = f.at("sssonector_tunnel_session_duration_seconds");
+        let d = &s.durations;
+        let m = histogram(&[], spec.labels, &d.buckets, d.count, d.sum_seconds);
         family.mut_metric().push(m);
-        f.0
+        f.done()
+    }
+}
+
+/// Labels of the per-endpoint families: both take values from the configuration
+/// only (service names and endpoint addresses), so they stay bounded.
+const ENDPOINT: &[&str] = &["service", "endpoint"];
+
+/// Every family the endpoint collector reports.
+const ENDPOINT_SPECS: &[Spec] = &[
+    spec(
+        "sssonector_endpoint_healthy",
+        "1 while the health checks consider the endpoint up, else 0.",
+        GAUGE,
+        ENDPOINT,
+    ),
+    spec(
+        "sssonector_endpoint_draining",
+        "1 while an operator drains the endpoint (no new streams), else 0.",
+        GAUGE,
+        ENDPOINT,
+    ),
+    spec(
+        "sssonector_endpoint_breaker_state",
+        "The endpoint's circuit breaker: 0 closed, 1 open, 2 half-open.",
+        GAUGE,
+        ENDPOINT,
+    ),
+    spec(
+        "sssonector_endpoint_streams_active",
+        "Streams connected to the endpoint now.",
+        GAUGE,
+        ENDPOINT,
+    ),
+    spec(
+        "sssonector_endpoint_streams_peak",
+        "Most streams connected to the endpoint at once.",
+        GAUGE,
+        ENDPOINT,
+    ),
+    spec(
+        "sssonector_endpoint_streams_total",
+        "Streams connected to the endpoint.",
+        COUNTER,
+        ENDPOINT,
+    ),
+    spec(
+        "sssonector_endpoint_connect_failures_total",
+        "Stream connects to the endpoint that failed or timed out (failed over).",
+        COUNTER,
+        ENDPOINT,
+    ),
+    spec(
+        "sssonector_endpoint_breaker_rejections_total",
+        "Streams the endpoint's open breaker turned away (failed over).",
+        COUNTER,
+        ENDPOINT,
+    ),
+    spec(
+        "sssonector_endpoint_breaker_opened_total",
+        "Times the endpoint's circuit breaker opened.",
+        COUNTER,
+        ENDPOINT,
+    ),
+    spec(
+        "sssonector_endpoint_health_checks_total",
+        "Health checks of the endpoint, by result (ok or failed).",
+        COUNTER,
+        &["service", "endpoint", "result"],
+    ),
+    spec(
+        "sssonector_endpoint_bytes_total",
+        "Bytes of the endpoint's streams, by direction (in: from the endpoint).",
+        COUNTER,
+        &["service", "endpoint", "direction"],
+    ),
+    spec(
+        "sssonector_endpoint_stream_duration_seconds",
+        "Durations of the endpoint's finished streams.",
+        HISTOGRAM,
+        ENDPOINT,
+    ),
+];
+
+/// Reads the endpoints' registry ([`Stats::endpoints`]) at scrape time.
+struct EndpointCollector {
+    stats: Arc<Stats>,
+    descs: Vec<Desc>,
+}
+
+impl Collector for EndpointCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let mut f = Families::new(ENDPOINT_SPECS);
+        for e in self.stats.endpoints.snapshot() {
+            let l = [e.service.as_str(), e.address.as_str()];
+            let flag = |b: bool| if b { 1.0 } else { 0.0 };
+            let breaker = match e.breaker {
+                BreakerState::Closed => 0.0,
+                BreakerState::Open => 1.0,
+                BreakerState::HalfOpen => 2.0,
+            };
+            for (name, value) in [
+                ("sssonector_endpoint_healthy", flag(e.healthy)),
+                ("sssonector_endpoint_draining", flag(e.draining)),
+                ("sssonector_endpoint_breaker_state", breaker),
+                ("sssonector_endpoint_streams_active", e.active as f64),
+                ("sssonector_endpoint_streams_peak", e.peak as f64),
+                ("sssonector_endpoint_streams_total", e.total as f64),
+                (
+                    "sssonector_endpoint_connect_failures_total",
+                    e.connect_failures as f64,
+                ),
+                (
+                    "sssonector_endpoint_breaker_rejections_total",
+                    e.breaker_rejections as f64,
+                ),
+                (
+                    "sssonector_endpoint_breaker_opened_total",
+                    e.breaker_opened as f64,
+                ),
+            ] {
+                f.add(name, &l, value);
+            }
+            let checks = "sssonector_endpoint_health_checks_total";
+            let ok = e.checks.saturating_sub(e.failed_checks);
+            f.add(checks, &[l[0], l[1], "ok"], ok as f64);
+            f.add(checks, &[l[0], l[1], "failed"], e.failed_checks as f64);
+            let bytes = "sssonector_endpoint_bytes_total";
+            f.add(bytes, &[l[0], l[1], "in"], e.bytes_in as f64);
+            f.add(bytes, &[l[0], l[1], "out"], e.bytes_out as f64);
+            let (spec, family) = f.at("sssonector_endpoint_stream_duration_seconds");
+            let d = &e.durations;
+            let m = histogram(&l, spec.labels, &d.buckets, d.count, d.sum_seconds);
+            family.mut_metric().push(m);
+        }
+        f.done()
     }
 }
 
@@ -513,5 +694,38 @@ mod tests {
             json["sssonector_tunnel_sessions_active"]["samples"][0]["value"],
             1.0
         );
+    }
+
+    #[test]
+    fn endpoints_are_read_from_the_registry_at_scrape_time() {
+        let stats = Arc::new(Stats::default());
+        let m = Metrics::new(stats.clone(), Mode::Server);
+        assert!(
+            !m.text().contains("sssonector_endpoint_"),
+            "no service, no endpoint families"
+        );
+        let row = stats.endpoints.row("web", "10.0.0.1:80", 1);
+        row.add_in(300);
+        row.add_out(20);
+        row.set_breaker(BreakerState::HalfOpen);
+        let text = m.text();
+        for s in ENDPOINT_SPECS {
+            assert!(
+                text.contains(&format!("# TYPE {} ", s.name)),
+                "{} missing",
+                s.name
+            );
+            assert_eq!(s.kind == COUNTER, s.name.ends_with("_total"), "{}", s.name);
+        }
+        let l = "service=\"web\",endpoint=\"10.0.0.1:80\"";
+        for line in [
+            format!("sssonector_endpoint_bytes_total{{{l},direction=\"in\"}} 300"),
+            format!("sssonector_endpoint_bytes_total{{{l},direction=\"out\"}} 20"),
+            format!("sssonector_endpoint_breaker_state{{{l}}} 2"),
+            format!("sssonector_endpoint_healthy{{{l}}} 1"),
+            format!("sssonector_endpoint_stream_duration_seconds_count{{{l}}} 0"),
+        ] {
+            assert!(text.contains(&line), "{line} not in\n{text}");
+        }
     }
 }

@@ -1,9 +1,15 @@
 //! The objects the agent serves, as one sorted view built from a snapshot: MIB-II's
 //! `system` group, the `snmp` group counters and SSSONECTOR-MIB (`mibs/`). Pure: the
 //! agent builds a [`View`] per request and answers Get, GetNext and GetBulk from it.
+//!
+//! The scalars are written out; the tables (`sssPeerTable`, `sssEndpointTable`) are
+//! answered from their rows on demand, so a walk costs a snapshot, not an object per
+//! cell.
 
 use std::cmp::Ordering;
+use std::ops::RangeInclusive;
 
+use crate::balancer::registry::EndpointView;
 use crate::tunnel::stats::{DropReason, PeerView, Snapshot};
 
 /// An object identifier as its arcs.
@@ -91,20 +97,111 @@ pub struct AgentCounts {
     pub parse_errors: u32,
 }
 
-/// Every object at one moment: the scalars materialized and sorted by OID, the peer
-/// table answered from its rows on demand, so a view of a thousand sessions costs a
+/// Every object at one moment: the scalars materialized and sorted by OID, the
+/// tables answered from their rows on demand, so a view of a thousand sessions costs a
 /// snapshot, not nine thousand OIDs.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct View {
     scalars: Vec<(Oid, Value)>,
-    /// `sssPeerTable` rows by index, ascending.
-    peers: Vec<(u32, PeerView)>,
+    /// `sssPeerTable`.
+    peers: Table<PeerView>,
+    /// `sssEndpointTable`.
+    endpoints: Table<EndpointView>,
+}
+
+/// A conceptual table: its rows by index, ascending, and how to read a cell. A cell
+/// is `entry.column.index`; columns are walked in order, each over every row.
+#[derive(Debug)]
+struct Table<R> {
+    entry: &'static [u32],
+    /// The readable columns (1 is the not-accessible index in both tables).
+    columns: RangeInclusive<u32>,
+    rows: Vec<(u32, R)>,
+    cell: fn(&R, u32) -> Value,
+}
+
+impl<R> Table<R> {
+    /// A table of `rows`, sorted here by index.
+    fn new(
+        entry: &'static [u32],
+        columns: RangeInclusive<u32>,
+        mut rows: Vec<(u32, R)>,
+        cell: fn(&R, u32) -> Value,
+    ) -> Self {
+        rows.sort_by_key(|(i, _)| *i);
+        Self {
+            entry,
+            columns,
+            rows,
+            cell,
+        }
+    }
+
+    /// The readable column `oid` lies under, if any.
+    fn column(&self, oid: &[u32]) -> Option<u32> {
+        let column = *oid.strip_prefix(self.entry)?.first()?;
+        self.columns.contains(&column).then_some(column)
+    }
+
+    /// The cell at `oid`; None when `oid` is not under one of the table's columns.
+    fn get(&self, oid: &[u32]) -> Option<Result<Value, Missing>> {
+        let column = self.column(oid)?;
+        Some(match oid.get(self.entry.len() + 1..) {
+            Some([index]) => self
+                .rows
+                .binary_search_by_key(index, |(i, _)| *i)
+                .map(|r| (self.cell)(&self.rows[r].1, column))
+                .map_err(|_| Missing::Instance),
+            _ => Err(Missing::Instance),
+        })
+    }
+
+    /// The first cell after `oid`, with its value.
+    fn next(&self, oid: &[u32]) -> Option<(Oid, Value)> {
+        let (column, (index, row)) = self.next_cell(oid)?;
+        Some((at(self.entry, &[column, *index]), (self.cell)(row, column)))
+    }
+
+    /// The first cell after `oid`: its column and row.
+    fn next_cell(&self, oid: &[u32]) -> Option<(u32, &(u32, R))> {
+        let first = self.rows.first()?;
+        let (start, end) = (*self.columns.start(), *self.columns.end());
+        let Some(rest) = oid.strip_prefix(self.entry) else {
+            // Before the table, everything in it follows; after it, nothing does.
+            return (oid < self.entry).then_some((start, first));
+        };
+        let column = match rest.first() {
+            None => return Some((start, first)),
+            Some(&c) if c < start => return Some((start, first)),
+            Some(&c) if c > end => return None,
+            Some(&c) => c,
+        };
+        let Some(&index) = rest.get(1) else {
+            return Some((column, first));
+        };
+        // The cell `column.index` is `oid` or a prefix of it: the next row is after.
+        let r = self.rows.partition_point(|(i, _)| *i <= index);
+        match self.rows.get(r) {
+            Some(row) => Some((column, row)),
+            None if column < end => Some((column + 1, first)),
+            None => None,
+        }
+    }
+
+    /// Cells in the table.
+    fn len(&self) -> usize {
+        self.columns.clone().count() * self.rows.len()
+    }
 }
 
 /// `sssPeerEntry`; a cell is `PEER_ENTRY.column.index`.
 const PEER_ENTRY: &[u32] = &[1, 3, 6, 1, 4, 1, 32473, 1, 1, 4, 1];
 /// The peer table's readable columns (1 is its not-accessible index).
-const PEER_COLUMNS: std::ops::RangeInclusive<u32> = 2..=10;
+const PEER_COLUMNS: RangeInclusive<u32> = 2..=10;
+/// `sssEndpointEntry`; a cell is `ENDPOINT_ENTRY.column.index`.
+const ENDPOINT_ENTRY: &[u32] = &[1, 3, 6, 1, 4, 1, 32473, 1, 1, 5, 1];
+/// The endpoint table's readable columns (1 is its not-accessible index).
+const ENDPOINT_COLUMNS: RangeInclusive<u32> = 2..=9;
 
 fn at(base: &[u32], tail: &[u32]) -> Oid {
     let mut oid = base.to_vec();
@@ -133,6 +230,22 @@ fn cell_value(p: &PeerView, column: u32) -> Value {
         8 => Value::Counter64(c.packets_out),
         9 => gauge(p.seconds),
         _ => text(p.compression.map_or("none", |a| a.as_str())),
+    }
+}
+
+/// One cell of `sssEndpointTable`.
+fn endpoint_value(e: &EndpointView, column: u32) -> Value {
+    match column {
+        ENDPOINT_SERVICE => text(&e.service),
+        ENDPOINT_ADDRESS => text(&e.address),
+        // TruthValue (RFC 2579): true(1), false(2).
+        4 => Value::Integer(if e.healthy { 1 } else { 2 }),
+        // closed(1), open(2), halfOpen(3): the registry stores these very numbers.
+        5 => Value::Integer(e.breaker as i64),
+        6 => gauge(e.active),
+        7 => Value::Counter64(e.total),
+        8 => Value::Counter64(e.bytes_in),
+        _ => Value::Counter64(e.bytes_out),
     }
 }
 
@@ -191,13 +304,17 @@ impl View {
         e.push((root(&[1, 3, 4, 0]), Value::Counter64(failures)));
         e.push((root(&[1, 3, 5, 0]), Value::Counter64(s.reconnects)));
         e.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut peers: Vec<(u32, PeerView)> = s
+        let peers = s
             .peers
             .into_iter()
             .filter_map(|p| peer_index(p.id).map(|i| (i, p)))
             .collect();
-        peers.sort_by_key(|(i, _)| *i);
-        Self { scalars: e, peers }
+        let endpoints = s.endpoints.into_iter().map(|e| (e.index, e)).collect();
+        Self {
+            scalars: e,
+            peers: Table::new(PEER_ENTRY, PEER_COLUMNS, peers, cell_value),
+            endpoints: Table::new(ENDPOINT_ENTRY, ENDPOINT_COLUMNS, endpoints, endpoint_value),
+        }
     }
 
     /// The value at `oid` exactly.
@@ -212,15 +329,8 @@ impl View {
         {
             return Ok(self.scalars[i].1.clone());
         }
-        if let Some(column) = self.peer_column(oid) {
-            return match oid.get(PEER_ENTRY.len() + 1..) {
-                Some([index]) => self
-                    .peers
-                    .binary_search_by_key(index, |(i, _)| *i)
-                    .map(|r| cell_value(&self.peers[r].1, column))
-                    .map_err(|_| Missing::Instance),
-                _ => Err(Missing::Instance),
-            };
+        if let Some(cell) = self.peers.get(oid).or_else(|| self.endpoints.get(oid)) {
+            return cell;
         }
         if self.is_known_scalar(oid) {
             Err(Missing::Instance)
@@ -235,48 +345,11 @@ impl View {
         let i = self
             .scalars
             .partition_point(|(o, _)| o.as_slice().cmp(oid) != Ordering::Greater);
-        let scalar = self.scalars.get(i);
-        let cell = self
-            .next_cell(oid)
-            .map(|(column, (index, p))| (peer_cell(column, *index), column, p));
-        match (scalar, cell) {
-            (_, Some((c, column, p))) if scalar.is_none_or(|(o, _)| c < *o) => {
-                Some((c, cell_value(p, column)))
-            }
-            (scalar, _) => scalar.cloned(),
-        }
-    }
-
-    /// The first peer table cell after `oid`: its column and row.
-    fn next_cell(&self, oid: &[u32]) -> Option<(u32, &(u32, PeerView))> {
-        let first = self.peers.first()?;
-        let (start, end) = (*PEER_COLUMNS.start(), *PEER_COLUMNS.end());
-        let Some(rest) = oid.strip_prefix(PEER_ENTRY) else {
-            // Before the table, everything in it follows; after it, nothing does.
-            return (oid < PEER_ENTRY).then_some((start, first));
-        };
-        let column = match rest.first() {
-            None => return Some((start, first)),
-            Some(&c) if c < start => return Some((start, first)),
-            Some(&c) if c > end => return None,
-            Some(&c) => c,
-        };
-        let Some(&index) = rest.get(1) else {
-            return Some((column, first));
-        };
-        // The cell `column.index` is `oid` or a prefix of it: the next row is after.
-        let r = self.peers.partition_point(|(i, _)| *i <= index);
-        match self.peers.get(r) {
-            Some(row) => Some((column, row)),
-            None if column < end => Some((column + 1, first)),
-            None => None,
-        }
-    }
-
-    /// The peer table column `oid` lies under, if any.
-    fn peer_column(&self, oid: &[u32]) -> Option<u32> {
-        let column = *oid.strip_prefix(PEER_ENTRY)?.first()?;
-        PEER_COLUMNS.contains(&column).then_some(column)
+        let scalar = self.scalars.get(i).cloned();
+        [scalar, self.peers.next(oid), self.endpoints.next(oid)]
+            .into_iter()
+            .flatten()
+            .min_by(|a, b| a.0.cmp(&b.0))
     }
 
     /// Whether `oid` names an instance of a scalar served here: the scalar's OID
@@ -293,7 +366,7 @@ impl View {
 
     /// Objects in the view.
     pub fn len(&self) -> usize {
-        self.scalars.len() + PEER_COLUMNS.count() * self.peers.len()
+        self.scalars.len() + self.peers.len() + self.endpoints.len()
     }
 
     /// Whether the view is empty (it never is: the system group is always there).
@@ -307,6 +380,11 @@ pub const PEER_NAME: u32 = 2;
 /// sssPeerRemote, the peer table's column 3.
 pub const PEER_REMOTE: u32 = 3;
 
+/// sssEndpointService, the endpoint table's column 2.
+pub const ENDPOINT_SERVICE: u32 = 2;
+/// sssEndpointAddress, the endpoint table's column 3.
+pub const ENDPOINT_ADDRESS: u32 = 3;
+
 /// The sssPeerTable index of session `id`: the id itself while it fits the index's
 /// `Unsigned32 (1..4294967295)`, else none (the session has no row).
 pub fn peer_index(id: u64) -> Option<u32> {
@@ -316,6 +394,12 @@ pub fn peer_index(id: u64) -> Option<u32> {
 /// The OID of `column` in the peer table's row `index`: sssPeerEntry.column.index.
 pub fn peer_cell(column: u32, index: u32) -> Oid {
     at(PEER_ENTRY, &[column, index])
+}
+
+/// The OID of `column` in the endpoint table's row `index`:
+/// sssEndpointEntry.column.index.
+pub fn endpoint_cell(column: u32, index: u32) -> Oid {
+    at(ENDPOINT_ENTRY, &[column, index])
 }
 
 #[cfg(test)]
@@ -344,36 +428,66 @@ mod tests {
         View::build(&system(), &AgentCounts::default(), stats.snapshot())
     }
 
-    /// Every object of `view` materialized: what the lazy table must behave like.
-    fn materialized(view: &View) -> Vec<(Oid, Value)> {
-        let mut all = view.scalars.clone();
-        for column in PEER_COLUMNS {
-            for (index, p) in &view.peers {
-                all.push((peer_cell(column, *index), cell_value(p, column)));
+    /// Every cell of `table` written out.
+    fn cells<R>(table: &Table<R>) -> Vec<(Oid, Value)> {
+        let mut all = Vec::new();
+        for column in table.columns.clone() {
+            for (index, row) in &table.rows {
+                all.push((
+                    at(table.entry, &[column, *index]),
+                    (table.cell)(row, column),
+                ));
             }
         }
+        all
+    }
+
+    /// Every object of `view` materialized: what the lazy tables must behave like.
+    fn materialized(view: &View) -> Vec<(Oid, Value)> {
+        let mut all = view.scalars.clone();
+        all.extend(cells(&view.peers));
+        all.extend(cells(&view.endpoints));
         all.sort_by(|a, b| a.0.cmp(&b.0));
         all
     }
 
+    /// Stats with a session per entry of `closed` (closed again where it says so)
+    /// and an endpoint row per entry of `retired` (retired where it says so).
+    fn stats_with(closed: &[bool], retired: &[bool]) -> Stats {
+        let stats = Stats::default();
+        for (i, close) in closed.iter().enumerate() {
+            let s = test_session(&stats, &format!("c{i}"));
+            if *close {
+                stats.closed(&s, None);
+            }
+        }
+        for (i, retire) in retired.iter().enumerate() {
+            let address = format!("10.0.0.{i}:80");
+            let row = stats.endpoints.row("web", &address, 1);
+            row.add_in(i as u64);
+            if *retire {
+                stats.endpoints.retire("web", &address);
+            }
+        }
+        stats
+    }
+
     proptest::proptest! {
-        /// With any rows gone (sparse indexes), next and get agree with the table
+        /// With any rows gone (sparse indexes), next and get agree with the tables
         /// written out, around every object: at it, inside it, before and after it.
         #[test]
-        fn the_lazy_peer_table_agrees_with_the_table_written_out(
-            closed in proptest::collection::vec(proptest::bool::ANY, 0..12)
+        fn the_lazy_tables_agree_with_the_tables_written_out(
+            closed in proptest::collection::vec(proptest::bool::ANY, 0..12),
+            retired in proptest::collection::vec(proptest::bool::ANY, 0..12),
         ) {
-            let stats = Stats::default();
-            for (i, close) in closed.iter().enumerate() {
-                let s = test_session(&stats, &format!("c{i}"));
-                if *close {
-                    stats.closed(&s, None);
-                }
-            }
+            let stats = stats_with(&closed, &retired);
             let view = View::build(&system(), &AgentCounts::default(), stats.snapshot());
             let all = materialized(&view);
             proptest::prop_assert_eq!(all.len(), view.len());
-            let mut probes: Vec<Oid> = vec![vec![], vec![0], vec![2], PEER_ENTRY.to_vec()];
+            let mut probes: Vec<Oid> = vec![
+                vec![], vec![0], vec![2], PEER_ENTRY.to_vec(), ENDPOINT_ENTRY.to_vec(),
+                at(ROOT, &[1, 5]), at(ROOT, &[1, 6]),
+            ];
             for (oid, value) in &all {
                 proptest::prop_assert_eq!(view.get(oid), Ok(value.clone()));
                 let mut longer = oid.clone();
@@ -426,5 +540,27 @@ mod tests {
         let first = view.next(&at(ROOT, &[1, 4])).expect("a row");
         assert_eq!(first.0[..ROOT.len() + 4], at(ROOT, &[1, 4, 1, 2])[..]);
         assert!(matches!(first.1, Value::Octets(_)));
+    }
+
+    #[test]
+    fn the_endpoint_table_shows_the_registry_rows_by_their_index() {
+        let stats = stats_with(&[], &[true, false]);
+        let row = stats.endpoints.row("web", "10.0.0.1:80", 1);
+        row.add_out(42);
+        row.set_healthy(false);
+        row.set_breaker(crate::balancer::registry::BreakerState::HalfOpen);
+        let view = View::build(&system(), &AgentCounts::default(), stats.snapshot());
+        // Row 1 was retired: the first row is index 2.
+        let (oid, value) = view.next(ENDPOINT_ENTRY).expect("a row");
+        assert_eq!(oid, endpoint_cell(ENDPOINT_SERVICE, 2));
+        assert_eq!(value, text("web"));
+        assert_eq!(view.get(&endpoint_cell(3, 2)), Ok(text("10.0.0.1:80")));
+        assert_eq!(view.get(&endpoint_cell(4, 2)), Ok(Value::Integer(2)));
+        assert_eq!(view.get(&endpoint_cell(5, 2)), Ok(Value::Integer(3)));
+        assert_eq!(view.get(&endpoint_cell(9, 2)), Ok(Value::Counter64(42)));
+        assert_eq!(view.get(&endpoint_cell(9, 1)), Err(Missing::Instance));
+        assert_eq!(view.get(&endpoint_cell(10, 2)), Err(Missing::Object));
+        let past = view.next(&endpoint_cell(9, 2));
+        assert!(past.is_none_or(|(o, _)| o.as_slice() > ENDPOINT_ENTRY));
     }
 }

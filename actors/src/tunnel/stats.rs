@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 use tokio::sync::broadcast;
 
 use super::compress::Algorithm;
+use crate::balancer::registry::{EndpointView, Endpoints};
 use crate::error::ErrorCode;
 
 /// Why a packet was dropped.
@@ -271,8 +272,9 @@ pub struct Stats {
     events: broadcast::Sender<TunnelEvent>,
     /// Layer-4 streams over every session.
     pub streams: crate::service::StreamCounters,
-    /// TEMPORARY until the balancer branch lands.
-    pub endpoints: Arc<()>,
+    /// The layer-4 services' endpoints, one row each: kept here so that metrics,
+    /// SNMP and `ctl` reach them wherever they reach the tunnel's numbers.
+    pub endpoints: Arc<Endpoints>,
 }
 
 impl Default for Stats {
@@ -431,6 +433,7 @@ impl Stats {
                 count: self.closed.load(Relaxed),
                 sum_seconds: self.duration_total_ms.load(Relaxed) as f64 / 1000.0,
             },
+            endpoints: self.endpoints.snapshot(),
         }
     }
 
@@ -499,6 +502,8 @@ pub struct Snapshot {
     pub ended_by: Vec<(ErrorCode, u64)>,
     /// Durations of closed sessions.
     pub durations: DurationHistogram,
+    /// The services' endpoints, by index.
+    pub endpoints: Vec<EndpointView>,
 }
 
 /// One live session.
