@@ -189,6 +189,21 @@ impl L4 {
         }
     }
 
+    /// Rewrites the server's service entry and reloads; waits for the reply.
+    fn reload_server(&mut self, service: &str) {
+        let path = self.dir.path().join("server.yaml");
+        let text = std::fs::read_to_string(&path).expect("server config");
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("services:"))
+            .expect("services line")
+            .to_owned();
+        let text = text.replace(&line, &format!("services: [ {{ name: echo, {service} }} ]"));
+        std::fs::write(&path, text).expect("server config written");
+        let reply = self.ctl("server", "reload");
+        assert_eq!(reply["ok"], true, "{reply}");
+    }
+
     fn ctl(&self, who: &str, command: &str) -> Value {
         let mut c = Control::connect(&self.dir.path().join(format!("{who}.sock")));
         c.call(1, command, json!({}))
@@ -363,7 +378,10 @@ fn a_stalled_stream_holds_one_window_and_the_others_go_on() {
     let l4 = L4::start(
         &lab,
         srv,
-        &format!("endpoints: [ {{ address: \"127.0.0.1:{}\" }} ]", backend.port),
+        &format!(
+            "endpoints: [ {{ address: \"127.0.0.1:{}\" }} ]",
+            backend.port
+        ),
         "",
         "",
     );
@@ -398,11 +416,16 @@ fn a_stalled_stream_holds_one_window_and_the_others_go_on() {
         back == data
     });
     // Wait until A's sender is blocked: nothing more got through for half a second.
-    let mut sent = sent_rx.recv_timeout(WAIT).expect("the stalled stream sends");
+    let mut sent = sent_rx
+        .recv_timeout(WAIT)
+        .expect("the stalled stream sends");
     while let Ok(n) = sent_rx.recv_timeout(Duration::from_millis(500)) {
         sent = n;
     }
-    assert!(sent < BIG, "the stalled stream sent everything ({sent} bytes)");
+    assert!(
+        sent < BIG,
+        "the stalled stream sent everything ({sent} bytes)"
+    );
     // Stream B meanwhile makes a full round trip.
     let started = Instant::now();
     let ok = l4
@@ -417,9 +440,7 @@ fn a_stalled_stream_holds_one_window_and_the_others_go_on() {
     assert!(ok, "stream B's echo differs");
     let took = started.elapsed();
     let rss_stalled = rss_kib(l4.server.pid()) + rss_kib(l4.client.pid());
-    eprintln!(
-        "stalled after {sent} bytes; B took {took:?}; RSS {rss_before} -> {rss_stalled} KiB"
-    );
+    eprintln!("stalled after {sent} bytes; B took {took:?}; RSS {rss_before} -> {rss_stalled} KiB");
     assert!(took < Duration::from_secs(5), "stream B took {took:?}");
     // Each daemon pends at most a window (512 KiB) for A, plus buffers in flight.
     assert!(
@@ -427,5 +448,129 @@ fn a_stalled_stream_holds_one_window_and_the_others_go_on() {
         "RSS grew from {rss_before} to {rss_stalled} KiB"
     );
     go_tx.send(()).expect("go");
-    assert!(stalled.join().expect("stalled thread"), "stream A's echo differs");
+    assert!(
+        stalled.join().expect("stalled thread"),
+        "stream A's echo differs"
+    );
+}
+
+/// A server entry for `echo` with `strategy` over the backends on `ports`, with
+/// `weights` (1 each when empty).
+fn service(strategy: &str, ports: &[u16], weights: &[u32]) -> String {
+    let endpoints: Vec<String> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let w = weights.get(i).copied().unwrap_or(1);
+            format!("{{ address: \"127.0.0.1:{p}\", weight: {w} }}")
+        })
+        .collect();
+    format!("strategy: {strategy}, endpoints: [ {} ]", endpoints.join(", "))
+}
+
+/// Opens a connection to the service and returns it with the backend's name.
+fn open() -> (TcpStream, String) {
+    let s = TcpStream::connect(SERVICE).expect("connect");
+    s.set_read_timeout(Some(WAIT)).expect("timeout");
+    let mut name = String::new();
+    BufReader::new(s.try_clone().expect("clone"))
+        .read_line(&mut name)
+        .expect("backend name");
+    (s, name.trim().to_owned())
+}
+
+/// Sequential round trips of a small message, each on a new connection; returns
+/// the backends' names in order.
+fn sequential(cli: &Netns, n: usize) -> Vec<String> {
+    cli.thread(move || {
+        (0..n)
+            .map(|i| {
+                let data = pattern(i as u64, 100);
+                let (name, back) = round_trip(&data).expect("round trip");
+                assert_eq!(back, data, "connection {i}");
+                name
+            })
+            .collect()
+    })
+    .join()
+    .expect("client thread")
+}
+
+fn count(names: &[String], name: &str) -> usize {
+    names.iter().filter(|n| *n == name).count()
+}
+
+/// Sum of the server's endpoints' active streams.
+fn server_active(l4: &L4) -> u64 {
+    let reply = l4.ctl("server", "endpoints");
+    reply["data"]["endpoints"]
+        .as_array()
+        .expect("endpoints")
+        .iter()
+        .map(|e| e["active"].as_u64().expect("active"))
+        .sum()
+}
+
+#[test]
+fn each_strategy_spreads_300_connections_by_its_definition() {
+    let lab = Lab::new();
+    let srv = lab.netns("srv");
+    let ports = [BACKEND, BACKEND + 1, BACKEND + 2];
+    let backends: Vec<Backend> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| Backend::start(&srv, &format!("b{}", i + 1), *p))
+        .collect();
+    // Round robin: 100 each, in turn.
+    let mut l4 = L4::start(&lab, srv, &service("round_robin", &ports, &[]), "", "");
+    let names = sequential(&l4.cli, 300);
+    for b in ["b1", "b2", "b3"] {
+        assert_eq!(count(&names, b), 100, "{b}");
+    }
+    assert!(names.windows(3).all(|w| w[0] != w[1] && w[1] != w[2] && w[0] != w[2]));
+
+    // Smooth weighted round robin, weights 1, 2, 3: 50, 100, 150, and every window
+    // of 6 picks holds each endpoint its weight's times (no bursts).
+    let weighted = service("weighted_round_robin", &ports, &[1, 2, 3]);
+    l4.reload_server(&weighted);
+    let names = sequential(&l4.cli, 300);
+    assert_eq!(
+        [count(&names, "b1"), count(&names, "b2"), count(&names, "b3")],
+        [50, 100, 150]
+    );
+    for round in names.chunks(6) {
+        let c = |b| round.iter().filter(|n| *n == b).count();
+        assert_eq!([c("b1"), c("b2"), c("b3")], [1, 2, 3], "{round:?}");
+    }
+
+    // Least connections: connections are held, some closed along the way; each new
+    // one goes to an endpoint with the fewest held.
+    l4.reload_server(&service("least_connections", &ports, &[]));
+    let mut held: Vec<(TcpStream, String)> = Vec::new();
+    let mut x = 12345u64;
+    for i in 0..300 {
+        let (s, name) = l4.cli.thread(open).join().expect("open");
+        let mut per = [0usize; 3];
+        for (_, n) in &held {
+            per[n[1..].parse::<usize>().expect("bN") - 1] += 1;
+        }
+        let min = *per.iter().min().expect("three");
+        let at = name[1..].parse::<usize>().expect("bN") - 1;
+        assert_eq!(per[at], min, "connection {i} went to {name} with {per:?} held");
+        held.push((s, name));
+        if i % 3 == 2 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let (s, _) = held.swap_remove((x % held.len() as u64) as usize);
+            drop(s);
+            let deadline = Instant::now() + WAIT;
+            while server_active(&l4) != held.len() as u64 {
+                assert!(Instant::now() < deadline, "server never saw the close");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    }
+    drop(held);
+    drop(backends);
 }

@@ -31,7 +31,7 @@ use tokio::task::JoinSet;
 
 use self::protocol::{error_reply, ok_reply, Command, ProtocolError, MAX_LINE};
 use crate::audit::{AuditActor, Record};
-use crate::daemon::{Daemon, GetHealth, GetStatus, Reload, Stop};
+use crate::daemon::{Daemon, EndpointOp, GetHealth, GetStatus, Reload, Stop};
 use crate::drain::DrainToken;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
@@ -110,14 +110,12 @@ impl Router {
             Command::Stop => Ok(json!({ "stopping": true })),
             Command::Metrics => Ok(self.metrics.to_json()),
             Command::Connections => Ok(connections(&self.stats)),
-            Command::Endpoints
-            | Command::EndpointAdd(_)
-            | Command::EndpointRemove(_)
-            | Command::EndpointDrain(_)
-            | Command::Breakers
-            | Command::BreakerReset(_) => Err(Error::NotAvailable(
-                "endpoints and breakers (layer-4 services)",
-            )),
+            Command::Endpoints => Ok(json!({ "endpoints": self.stats.endpoints.snapshot() })),
+            Command::Breakers => Ok(breakers(&self.stats)),
+            Command::EndpointAdd(a) => self.endpoint(EndpointOp::Add(a)).await,
+            Command::EndpointRemove(r) => self.endpoint(EndpointOp::Remove(r)).await,
+            Command::EndpointDrain(r) => self.endpoint(EndpointOp::Drain(r)).await,
+            Command::BreakerReset(b) => self.endpoint(EndpointOp::ResetBreaker(b)).await,
             Command::Limits | Command::LimitsSet(_) => {
                 Err(Error::NotAvailable("limits (rate limiting)"))
             }
@@ -125,7 +123,36 @@ impl Router {
     }
 }
 
-/// The `connections` reply: the live tunnel sessions and the session counts.
+impl Router {
+    async fn endpoint(&self, op: EndpointOp) -> Result<Value> {
+        self.daemon
+            .send(op)
+            .await
+            .map_err(|e| Error::Internal(format!("daemon mailbox: {e}")))?
+    }
+}
+
+/// The `breakers` reply: each endpoint's breaker and what it has done.
+fn breakers(stats: &Stats) -> Value {
+    let rows: Vec<Value> = stats
+        .endpoints
+        .snapshot()
+        .into_iter()
+        .map(|e| {
+            json!({
+                "service": e.service, "address": e.address, "state": e.breaker,
+                "opened": e.breaker_opened, "rejections": e.breaker_rejections,
+                "connect_failures": e.connect_failures,
+            })
+        })
+        .collect();
+    json!({ "breakers": rows })
+}
+
+/// Live streams `connections` lists at most (the counts cover all of them).
+const STREAMS_LISTED: usize = 1000;
+
+/// The `connections` reply: the live tunnel sessions and streams, and their counts.
 fn connections(stats: &Stats) -> Value {
     let s = stats.snapshot();
     let peers: Vec<Value> = s
@@ -146,6 +173,8 @@ fn connections(stats: &Stats) -> Value {
         "closed": s.durations.count,
         "mean_duration_seconds": s.durations.sum_seconds / (s.durations.count.max(1) as f64),
         "tunnel": peers,
+        "streams": stats.streams.snapshot().to_json(),
+        "stream_list": stats.streams.live(STREAMS_LISTED),
     })
 }
 

@@ -27,6 +27,7 @@ use sssonector_config::{diff, load, Change, Component, Config, LogLevel, Mode};
 use tokio::signal::unix::{signal, SignalKind};
 
 use self::health::ComponentState;
+pub use self::services::EndpointOp;
 use self::services::Services;
 use crate::audit::{AuditActor, Record};
 use crate::control::protocol::SetLogLevel;
@@ -408,9 +409,11 @@ impl Daemon {
                 Some(t) => on(t.connected()),
             },
         ));
-        for unbuilt in ["services", "balancer", "ratelimit"] {
-            parts.push((unbuilt, ComponentState::NotAvailable));
-        }
+        let (listeners, balancers) = self.services.connected();
+        let of = |actors: Option<bool>| actors.map_or(ComponentState::Off, on);
+        parts.push(("services", of(listeners.or(balancers))));
+        parts.push(("balancer", of(balancers)));
+        parts.push(("ratelimit", ComponentState::NotAvailable));
         parts
     }
 
@@ -677,6 +680,14 @@ impl Handler<GetHealth> for Daemon {
             health::read_resources(),
             link,
         ))
+    }
+}
+
+impl Handler<EndpointOp> for Daemon {
+    type Result = ResponseFuture<Result<serde_json::Value>>;
+
+    fn handle(&mut self, op: EndpointOp, _ctx: &mut Self::Context) -> Self::Result {
+        self.services.command(op)
     }
 }
 

@@ -13,6 +13,7 @@ use sssonector_config::{Config, Mode};
 use tokio::runtime::Handle;
 
 use crate::balancer::{self, Balancer};
+use crate::control::protocol::{BreakerReset, EndpointAdd, EndpointRef, ProtocolError};
 use crate::error::{Error, Result};
 use crate::service::{ServiceListener, StopService};
 use crate::tunnel::hub::Hub;
@@ -105,9 +106,97 @@ impl Services {
         self.publish();
     }
 
+    /// Whether every service listener, and every balancer, is running; `None` where
+    /// there are none.
+    pub fn connected(&self) -> (Option<bool>, Option<bool>) {
+        let listeners = (!self.listeners.is_empty())
+            .then(|| self.listeners.values().all(|(_, a)| a.connected()));
+        let balancers =
+            (!self.balancers.is_empty()).then(|| self.balancers.values().all(Addr::connected));
+        (listeners, balancers)
+    }
+
     /// Server: the balancer of `service`, for the control commands.
     pub fn balancer(&self, service: &str) -> Option<&Addr<Balancer>> {
         self.balancers.get(service)
+    }
+
+    /// Carries an endpoint command to its service's balancer; the reply says what
+    /// the endpoint or breaker looks like afterwards.
+    pub fn command(&self, op: EndpointOp) -> ResponseFuture<Result<serde_json::Value>> {
+        let (command, service) = (op.name(), op.service().to_owned());
+        let Some(balancer) = self.balancers.get(&service).cloned() else {
+            let known: Vec<&str> = self.balancers.keys().map(String::as_str).collect();
+            return Box::pin(std::future::ready(Err(Error::Control(
+                ProtocolError::BadArgs {
+                    command,
+                    message: format!("no service {service:?} here (services: {known:?})"),
+                },
+            ))));
+        };
+        let registry = self.hub.stats.endpoints.clone();
+        let mailbox = |e: MailboxError| Error::Internal(format!("balancer mailbox: {e}"));
+        Box::pin(async move {
+            let touched: Vec<String> = match op {
+                EndpointOp::Add(a) => {
+                    let weight = a.weight;
+                    let address = a.address.clone();
+                    balancer
+                        .send(balancer::AddEndpoint {
+                            address: a.address,
+                            weight,
+                        })
+                        .await
+                        .map_err(mailbox)??;
+                    vec![address]
+                }
+                EndpointOp::Remove(r) => {
+                    balancer
+                        .send(balancer::RemoveEndpoint {
+                            address: r.address.clone(),
+                        })
+                        .await
+                        .map_err(mailbox)??;
+                    return Ok(serde_json::json!({ "removed": r.address, "service": service }));
+                }
+                EndpointOp::Drain(r) => {
+                    balancer
+                        .send(balancer::Drain {
+                            address: r.address.clone(),
+                            draining: true,
+                        })
+                        .await
+                        .map_err(mailbox)??;
+                    vec![r.address]
+                }
+                EndpointOp::ResetBreaker(b) => {
+                    let addresses = match b.address {
+                        Some(a) => vec![a],
+                        None => registry
+                            .snapshot()
+                            .into_iter()
+                            .filter(|e| e.service == service)
+                            .map(|e| e.address)
+                            .collect(),
+                    };
+                    for address in &addresses {
+                        balancer
+                            .send(balancer::ResetBreaker {
+                                address: address.clone(),
+                            })
+                            .await
+                            .map_err(mailbox)??;
+                    }
+                    addresses
+                }
+            };
+            let rows: Vec<_> = registry
+                .snapshot()
+                .into_iter()
+                .filter(|e| e.service == service && touched.iter().any(|a| *a == e.address))
+                .collect();
+            Ok(serde_json::json!({ "endpoints": rows }))
+        })
     }
 
     /// Reconciles the actors with a reloaded `config`: new services start, removed
@@ -166,5 +255,39 @@ impl Services {
             }
         }
         self.publish();
+    }
+}
+
+/// A control command for one service's endpoints, routed by the daemon to that
+/// service's balancer.
+#[derive(Message, Debug)]
+#[rtype(result = "Result<serde_json::Value>")]
+pub enum EndpointOp {
+    /// `endpoint.add`.
+    Add(EndpointAdd),
+    /// `endpoint.remove`.
+    Remove(EndpointRef),
+    /// `endpoint.drain`.
+    Drain(EndpointRef),
+    /// `breaker.reset`.
+    ResetBreaker(BreakerReset),
+}
+
+impl EndpointOp {
+    fn name(&self) -> &'static str {
+        match self {
+            EndpointOp::Add(_) => "endpoint.add",
+            EndpointOp::Remove(_) => "endpoint.remove",
+            EndpointOp::Drain(_) => "endpoint.drain",
+            EndpointOp::ResetBreaker(_) => "breaker.reset",
+        }
+    }
+
+    fn service(&self) -> &str {
+        match self {
+            EndpointOp::Add(a) => &a.service,
+            EndpointOp::Remove(r) | EndpointOp::Drain(r) => &r.service,
+            EndpointOp::ResetBreaker(b) => &b.service,
+        }
     }
 }

@@ -270,6 +270,48 @@ const SPECS: &[Spec] = &[
         HISTOGRAM,
         &[],
     ),
+    spec(
+        "sssonector_streams_active",
+        "Layer-4 streams open now.",
+        GAUGE,
+        &[],
+    ),
+    spec(
+        "sssonector_streams_peak",
+        "Most layer-4 streams open at once.",
+        GAUGE,
+        &[],
+    ),
+    spec(
+        "sssonector_streams_total",
+        "Layer-4 streams admitted (within connection.max_connections).",
+        COUNTER,
+        &[],
+    ),
+    spec(
+        "sssonector_stream_refusals_total",
+        "Layer-4 streams refused before carrying a byte, by error code.",
+        COUNTER,
+        &["code"],
+    ),
+    spec(
+        "sssonector_stream_resets_total",
+        "Layer-4 streams cut instead of closed, by error code.",
+        COUNTER,
+        &["code"],
+    ),
+    spec(
+        "sssonector_stream_bytes_total",
+        "Bytes of ended layer-4 streams, by direction (sent: read from local sockets into the tunnel).",
+        COUNTER,
+        &["direction"],
+    ),
+    spec(
+        "sssonector_stream_duration_seconds",
+        "How long ended layer-4 streams lasted.",
+        HISTOGRAM,
+        &[],
+    ),
 ];
 
 /// Reads the tunnel's [`Stats`] at scrape time.
@@ -484,6 +526,43 @@ impl Collector for TunnelCollector {
         let (spec, family) = f.at("sssonector_tunnel_session_duration_seconds");
         let d = &s.durations;
         let m = histogram(&[], spec.labels, &d.buckets, d.count, d.sum_seconds);
+        family.mut_metric().push(m);
+        let st = self.stats.streams.snapshot();
+        f.add("sssonector_streams_active", &[], st.active as f64);
+        f.add("sssonector_streams_peak", &[], st.peak as f64);
+        f.add("sssonector_streams_total", &[], st.total as f64);
+        for (code, n) in &st.refused {
+            f.add(
+                "sssonector_stream_refusals_total",
+                &[code.as_str()],
+                *n as f64,
+            );
+        }
+        for (code, n) in &st.reset {
+            f.add(
+                "sssonector_stream_resets_total",
+                &[code.as_str()],
+                *n as f64,
+            );
+        }
+        f.add(
+            "sssonector_stream_bytes_total",
+            &["sent"],
+            st.bytes_sent as f64,
+        );
+        f.add(
+            "sssonector_stream_bytes_total",
+            &["received"],
+            st.bytes_received as f64,
+        );
+        let (spec, family) = f.at("sssonector_stream_duration_seconds");
+        let m = histogram(
+            &[],
+            spec.labels,
+            &st.durations,
+            st.closed,
+            st.duration_seconds,
+        );
         family.mut_metric().push(m);
         f.done()
     }

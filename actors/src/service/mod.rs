@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -70,9 +70,53 @@ pub struct StreamCounters {
     durations: [AtomicU64; DURATION_BUCKETS.len()],
     duration_ms: AtomicU64,
     closed: AtomicU64,
+    /// Live streams, for `ctl connections`: touched once at each stream's start
+    /// and end, never per byte.
+    live: Mutex<HashMap<usize, Weak<Stream>>>,
 }
 
 impl StreamCounters {
+    /// Lists `stream` in [`StreamCounters::live`] until [`StreamCounters::untrack`].
+    pub(crate) fn track(&self, stream: &Arc<Stream>) {
+        let key = Arc::as_ptr(stream) as usize;
+        self.live
+            .lock()
+            .expect("live lock not poisoned")
+            .insert(key, Arc::downgrade(stream));
+    }
+
+    pub(crate) fn untrack(&self, stream: &Stream) {
+        let key = std::ptr::from_ref(stream) as usize;
+        self.live
+            .lock()
+            .expect("live lock not poisoned")
+            .remove(&key);
+    }
+
+    /// Up to `limit` live streams, oldest first, for `ctl connections`.
+    pub fn live(&self, limit: usize) -> Vec<Value> {
+        let mut streams: Vec<Arc<Stream>> = self
+            .live
+            .lock()
+            .expect("live lock not poisoned")
+            .values()
+            .filter_map(Weak::upgrade)
+            .collect();
+        streams.sort_by_key(|s| s.started);
+        streams
+            .iter()
+            .take(limit)
+            .map(|s| {
+                json!({
+                    "service": s.service, "stream": s.id(), "endpoint": s.endpoint(),
+                    "duration_seconds": s.started.elapsed().as_secs_f64(),
+                    "bytes_sent": s.bytes_sent.load(Relaxed),
+                    "bytes_received": s.bytes_received.load(Relaxed),
+                })
+            })
+            .collect()
+    }
+
     /// Counts a new stream unless `limit` are live; false then (and nothing counted).
     pub fn try_open(&self, limit: u32) -> bool {
         let admitted = self.active.fetch_update(Relaxed, Relaxed, |n| {

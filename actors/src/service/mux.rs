@@ -313,6 +313,7 @@ impl Mux {
             .socket
             .set(socket)
             .expect("a new stream has no socket");
+        self.hub.stats.streams.track(&stream);
         let _ = self.opened.send(Arc::downgrade(&stream));
         let mut chunk = self.hub.pool.get_small();
         chunk.push_stream(T_STREAM_OPEN, id, service.as_bytes());
@@ -345,6 +346,7 @@ impl Mux {
             return None;
         }
         let stream = Arc::new(Stream::new(id, service));
+        counters.track(&stream);
         let mux = self.clone();
         let task = stream.clone();
         tokio::spawn(async move {
@@ -356,8 +358,8 @@ impl Mux {
 
     /// Records how `stream` ended.
     pub fn ended(&self, stream: &Stream, ending: Ending) {
-        let counters = &self.hub.stats.streams;
-        counters.finished(stream, ending);
+        self.hub.stats.streams.untrack(stream);
+        self.hub.stats.streams.finished(stream, ending);
         match ending {
             Ending::Done => debug!(self.log, "stream closed";
                 "service" => &stream.service, "stream" => stream.id,
