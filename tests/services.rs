@@ -465,7 +465,10 @@ fn service(strategy: &str, ports: &[u16], weights: &[u32]) -> String {
             format!("{{ address: \"127.0.0.1:{p}\", weight: {w} }}")
         })
         .collect();
-    format!("strategy: {strategy}, endpoints: [ {} ]", endpoints.join(", "))
+    format!(
+        "strategy: {strategy}, endpoints: [ {} ]",
+        endpoints.join(", ")
+    )
 }
 
 /// Opens a connection to the service and returns it with the backend's name.
@@ -527,7 +530,9 @@ fn each_strategy_spreads_300_connections_by_its_definition() {
     for b in ["b1", "b2", "b3"] {
         assert_eq!(count(&names, b), 100, "{b}");
     }
-    assert!(names.windows(3).all(|w| w[0] != w[1] && w[1] != w[2] && w[0] != w[2]));
+    assert!(names
+        .windows(3)
+        .all(|w| w[0] != w[1] && w[1] != w[2] && w[0] != w[2]));
 
     // Smooth weighted round robin, weights 1, 2, 3: 50, 100, 150, and every window
     // of 6 picks holds each endpoint its weight's times (no bursts).
@@ -535,7 +540,11 @@ fn each_strategy_spreads_300_connections_by_its_definition() {
     l4.reload_server(&weighted);
     let names = sequential(&l4.cli, 300);
     assert_eq!(
-        [count(&names, "b1"), count(&names, "b2"), count(&names, "b3")],
+        [
+            count(&names, "b1"),
+            count(&names, "b2"),
+            count(&names, "b3")
+        ],
         [50, 100, 150]
     );
     for round in names.chunks(6) {
@@ -556,7 +565,10 @@ fn each_strategy_spreads_300_connections_by_its_definition() {
         }
         let min = *per.iter().min().expect("three");
         let at = name[1..].parse::<usize>().expect("bN") - 1;
-        assert_eq!(per[at], min, "connection {i} went to {name} with {per:?} held");
+        assert_eq!(
+            per[at], min,
+            "connection {i} went to {name} with {per:?} held"
+        );
         held.push((s, name));
         if i % 3 == 2 {
             x ^= x << 13;

@@ -193,7 +193,7 @@ impl Services {
             let rows: Vec<_> = registry
                 .snapshot()
                 .into_iter()
-                .filter(|e| e.service == service && touched.iter().any(|a| *a == e.address))
+                .filter(|e| e.service == service && touched.contains(&e.address))
                 .collect();
             Ok(serde_json::json!({ "endpoints": rows }))
         })
