@@ -586,3 +586,159 @@ fn each_strategy_spreads_300_connections_by_its_definition() {
     drop(held);
     drop(backends);
 }
+
+/// Seconds into the day of a log line's `ts` (RFC 3339): for intervals between
+/// lines of one daemon.
+fn ts_seconds(line: &Value) -> f64 {
+    let ts = line["ts"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no ts in {line}"));
+    let time = &ts[ts.find('T').expect("T") + 1..];
+    let end = time.find(['+', '-', 'Z']).unwrap_or(time.len());
+    let mut parts = time[..end].split(':');
+    let mut next = || parts.next().expect("h:m:s").parse::<f64>().expect("number");
+    next() * 3600.0 + next() * 60.0 + next()
+}
+
+/// The server's row of endpoint `port`.
+fn endpoint(l4: &L4, port: u16) -> Value {
+    let reply = l4.ctl("server", "endpoints");
+    reply["data"]["endpoints"]
+        .as_array()
+        .expect("endpoints")
+        .iter()
+        .find(|e| e["address"] == format!("127.0.0.1:{port}"))
+        .unwrap_or_else(|| panic!("no endpoint {port} in {reply}"))
+        .clone()
+}
+
+#[test]
+fn a_killed_backend_costs_no_client_connection_and_comes_back_when_restarted() {
+    let lab = Lab::new();
+    let srv = lab.netns("srv");
+    let ports = [BACKEND, BACKEND + 1, BACKEND + 2];
+    let mut backends: Vec<Backend> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| Backend::start(&srv, &format!("b{}", i + 1), *p))
+        .collect();
+    let mut l4 = L4::start(
+        &lab,
+        srv,
+        &service("round_robin", &ports, &[]),
+        "balancer: { health_check: 200ms, unhealthy_threshold: 2, healthy_threshold: 2 }\n",
+        "",
+    );
+    let (phase_tx, phase_rx) = std::sync::mpsc::channel::<usize>();
+    let (ack_tx, ack_rx) = std::sync::mpsc::channel::<()>();
+    let client = l4.cli.thread(move || {
+        let mut names = Vec::new();
+        for i in 0..300 {
+            if i == 100 || i == 200 {
+                phase_tx.send(i).expect("phase");
+                ack_rx.recv().expect("ack");
+            }
+            let data = pattern(i as u64, 100);
+            let (name, back) = round_trip(&data).expect("no client connection fails");
+            assert_eq!(back, data, "connection {i}");
+            names.push(name);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        names
+    });
+    let b2 = format!("127.0.0.1:{}", ports[1]);
+    assert_eq!(phase_rx.recv_timeout(WAIT), Ok(100));
+    backends[1].kill();
+    ack_tx.send(()).expect("ack");
+    let down = l4
+        .server
+        .find_or_wait("endpoint down", &[("endpoint", &b2)], WAIT);
+    let failures_at_down = endpoint(&l4, ports[1])["connect_failures"].clone();
+    assert_eq!(phase_rx.recv_timeout(WAIT * 2), Ok(200));
+    // Between the verdict and now, no stream was even tried on the dead backend.
+    let failures = endpoint(&l4, ports[1]);
+    assert_eq!(failures["connect_failures"], failures_at_down, "{failures}");
+    assert_eq!(failures["healthy"], false, "{failures}");
+    backends[1] = Backend::start(&l4.srv, "b2", ports[1]);
+    let up = l4
+        .server
+        .find_or_wait("endpoint up", &[("endpoint", &b2)], WAIT);
+    ack_tx.send(()).expect("ack");
+    let names = client.join().expect("client thread");
+    assert_eq!(names.len(), 300);
+    let before = count(&names[..100], "b2");
+    assert!(
+        (33..=34).contains(&before),
+        "b2 took {before} of the first 100"
+    );
+    assert_eq!(count(&names[100..200], "b2"), 0);
+    let back = count(&names[200..], "b2");
+    assert!((30..=34).contains(&back), "b2 took {back} of the last 100");
+    assert_eq!(down["checks"], 2, "{down}");
+    assert_eq!(up["checks"], 2, "{up}");
+}
+
+#[test]
+fn a_breaker_opens_after_max_failures_and_half_opens_after_reset_timeout() {
+    let lab = Lab::new();
+    let srv = lab.netns("srv");
+    let alive = Backend::start(&srv, "b1", BACKEND);
+    // The second endpoint has nothing listening: every connect to it fails.
+    let dead = BACKEND + 8;
+    let mut l4 = L4::start(
+        &lab,
+        srv,
+        &service("round_robin", &[BACKEND, dead], &[]),
+        "balancer: { health_check: 1h }\n\
+         breaker: { max_failures: 3, failure_window: 60s, reset_timeout: 2s, \
+         half_open_max_calls: 1 }\n",
+        "",
+    );
+    let client = l4.cli.thread(|| {
+        for i in 0..120 {
+            let data = pattern(i, 100);
+            let (name, back) = round_trip(&data).expect("no client connection fails");
+            assert_eq!(
+                (name.as_str(), back == data),
+                ("b1", true),
+                "connection {i}"
+            );
+            std::thread::sleep(Duration::from_millis(40));
+        }
+    });
+    let dead_addr = format!("127.0.0.1:{dead}");
+    let opened = l4
+        .server
+        .find_or_wait("breaker opened", &[("endpoint", &dead_addr)], WAIT);
+    let open_row = endpoint(&l4, dead);
+    assert_eq!(open_row["breaker"], "open", "{open_row}");
+    assert_eq!(open_row["connect_failures"], 3, "{open_row}");
+    let half = l4.server.wait_for("breaker half-open", WAIT);
+    let waited = ts_seconds(&half) - ts_seconds(&opened);
+    assert!(
+        (1.9..=2.5).contains(&waited),
+        "half-open {waited:.3} s after opening, reset_timeout 2s"
+    );
+    // The trial connect fails too: the breaker opens again at once.
+    let reopened = l4.server.wait_for("breaker opened", WAIT);
+    let trial = ts_seconds(&reopened) - ts_seconds(&half);
+    assert!(trial < 1.0, "reopened {trial:.3} s after half-opening");
+    client.join().expect("client thread");
+    // Every 2 s it half-opens, its trial fails, it opens again.
+    let row = endpoint(&l4, dead);
+    let opened = row["breaker_opened"].as_u64().expect("count");
+    assert!((2..=4).contains(&opened), "{row}");
+    let reset = {
+        let mut c = Control::connect(&l4.dir.path().join("server.sock"));
+        c.call(
+            1,
+            "breaker.reset",
+            json!({ "service": "echo", "address": dead_addr }),
+        )
+    };
+    assert_eq!(
+        reset["data"]["endpoints"][0]["breaker"], "closed",
+        "{reset}"
+    );
+    drop(alive);
+}

@@ -21,7 +21,9 @@
 //! Health checks are plain TCP connects every `balancer.health_check`, made
 //! concurrently off the mailbox; an endpoint flips only after the configured number
 //! of agreeing checks. A stream's failed connect counts against the breaker, not the
-//! health verdict: health says "is it there", the breaker "is it coping".
+//! health verdict: health says "is it there", the breaker "is it coping". When the
+//! checks bring a down endpoint back up they also close its breaker: they were its
+//! trials, and a restarted backend should not sit idle for a whole `reset_timeout`.
 //!
 //! Guards ([`Lease`] and the in-flight try) give back what they took when dropped,
 //! so a stream that goes away mid-connect or a panicking caller cannot leak an
@@ -327,6 +329,10 @@ impl Balancer {
         if up {
             info!(self.log, "endpoint up"; "endpoint" => address,
                 "checks" => self.settings.balancer.healthy_threshold);
+            // The checks that brought it back were its trials: a breaker opened by
+            // the streams that failed while it was down would otherwise keep a
+            // restarted backend idle for a whole reset_timeout.
+            b.breaker.do_send(breaker::Reset);
         } else {
             warn!(self.log, "endpoint down"; "endpoint" => address, "code" => ErrorCode::Connect,
                 "checks" => self.settings.balancer.unhealthy_threshold);
