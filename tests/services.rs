@@ -742,3 +742,136 @@ fn a_breaker_opens_after_max_failures_and_half_opens_after_reset_timeout() {
     );
     drop(alive);
 }
+
+#[test]
+fn beyond_max_connections_a_stream_is_refused_at_once_and_counted() {
+    let lab = Lab::new();
+    let srv = lab.netns("srv");
+    let backend = Backend::start(&srv, "b1", BACKEND);
+    let l4 = L4::start(
+        &lab,
+        srv,
+        &service("round_robin", &[BACKEND], &[]),
+        "",
+        "connection: { max_connections: 2 }\n",
+    );
+    let refused = l4.cli.thread(|| {
+        let held = [open(), open()];
+        let started = Instant::now();
+        let s = TcpStream::connect(SERVICE).expect("the listener accepts");
+        s.set_read_timeout(Some(WAIT)).expect("timeout");
+        let mut buf = [0u8; 16];
+        let read = (&s).read(&mut buf);
+        let took = started.elapsed();
+        drop(held);
+        (read.map_err(|e| e.kind()), took)
+    });
+    let (read, took) = refused.join().expect("client thread");
+    // Reset (or at least closed) at once, never left hanging.
+    assert!(
+        matches!(read, Err(std::io::ErrorKind::ConnectionReset) | Ok(0)),
+        "{read:?}"
+    );
+    assert!(took < Duration::from_secs(2), "refusal took {took:?}");
+    let status = l4.ctl("c1", "status");
+    let refusals = &status["data"]["tunnel"]["streams"]["refused"];
+    assert_eq!(refusals["E_CONN_LIMIT"], 1, "{status}");
+    drop(backend);
+}
+
+#[test]
+fn endpoints_drained_added_and_removed_at_run_time_leave_live_streams_alone() {
+    let lab = Lab::new();
+    let srv = lab.netns("srv");
+    let b1 = Backend::start(&srv, "b1", BACKEND);
+    let b2 = Backend::start(&srv, "b2", BACKEND + 1);
+    let b3 = Backend::start(&srv, "b3", BACKEND + 2);
+    let mut l4 = L4::start(
+        &lab,
+        srv,
+        &service("round_robin", &[BACKEND, BACKEND + 1], &[]),
+        "",
+        "",
+    );
+    let server_sock = l4.dir.path().join("server.sock");
+    let ctl = |command: &str, args: Value| {
+        let reply = Control::connect(&server_sock).call(1, command, args);
+        assert_eq!(reply["ok"], true, "{command}: {reply}");
+        reply
+    };
+    // A live stream on one of the two, echoing throughout.
+    let (live_tx, live_rx) = std::sync::mpsc::channel::<()>();
+    let (echoed_tx, echoed_rx) = std::sync::mpsc::channel::<Result<String, bool>>();
+    let live = l4.cli.thread(move || {
+        let (mut s, name) = open();
+        echoed_tx.send(Ok(name)).expect("report");
+        let mut r = s.try_clone().expect("clone");
+        let mut i = 0u64;
+        while live_rx.recv().is_ok() {
+            let data = pattern(i, 1000);
+            s.write_all(&data).expect("write");
+            let mut back = vec![0; data.len()];
+            r.read_exact(&mut back).expect("read");
+            echoed_tx.send(Err(back == data)).expect("report");
+            i += 1;
+        }
+    });
+    let on = echoed_rx
+        .recv_timeout(WAIT)
+        .expect("live stream")
+        .expect("name");
+    let (live_port, other) = if on == "b1" {
+        (BACKEND, "b2")
+    } else {
+        (BACKEND + 1, "b1")
+    };
+    let mut check_live = || {
+        live_tx.send(()).expect("ask");
+        assert_eq!(
+            echoed_rx.recv_timeout(WAIT),
+            Ok(Err(true)),
+            "the live stream broke"
+        );
+    };
+    check_live();
+    let addr = |port: u16| format!("127.0.0.1:{port}");
+    ctl(
+        "endpoint.drain",
+        json!({ "service": "echo", "address": addr(live_port) }),
+    );
+    let names = sequential(&l4.cli, 6);
+    assert_eq!(count(&names, other), 6, "{names:?}");
+    check_live();
+    ctl(
+        "endpoint.add",
+        json!({ "service": "echo", "address": addr(BACKEND + 2), "weight": 1 }),
+    );
+    let names = sequential(&l4.cli, 6);
+    assert_eq!(
+        (count(&names, other), count(&names, "b3")),
+        (3, 3),
+        "{names:?}"
+    );
+    check_live();
+    ctl(
+        "endpoint.remove",
+        json!({ "service": "echo", "address": addr(live_port) }),
+    );
+    check_live();
+    let unknown = Control::connect(&server_sock).call(
+        1,
+        "endpoint.drain",
+        json!({ "service": "echo", "address": "127.0.0.1:1" }),
+    );
+    assert_eq!(unknown["error"]["code"], "E_BAD_ARGS", "{unknown}");
+    // A reload back to b1 and b2 only: b3 goes, the removed one returns; the live
+    // stream stays.
+    l4.reload_server(&service("round_robin", &[BACKEND, BACKEND + 1], &[]));
+    check_live();
+    let names = sequential(&l4.cli, 6);
+    assert_eq!(count(&names, "b3"), 0, "{names:?}");
+    assert_eq!(count(&names, &on), 3, "{names:?}");
+    drop(live_tx);
+    live.join().expect("live stream thread");
+    drop((b1, b2, b3));
+}
