@@ -825,7 +825,7 @@ fn endpoints_drained_added_and_removed_at_run_time_leave_live_streams_alone() {
     } else {
         (BACKEND + 1, "b1")
     };
-    let mut check_live = || {
+    let check_live = || {
         live_tx.send(()).expect("ask");
         assert_eq!(
             echoed_rx.recv_timeout(WAIT),
