@@ -502,3 +502,66 @@ async fn accept(
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_limit_admits_that_many_and_counts_each_refusal() {
+        let c = StreamCounters::default();
+        assert!(c.try_open(2));
+        assert!(c.try_open(2));
+        assert!(!c.try_open(2));
+        assert!(!c.try_open(2));
+        let s = c.snapshot();
+        assert_eq!((s.active, s.total, s.peak), (2, 2, 2));
+        assert_eq!(s.refused[slot(ErrorCode::ConnLimit)], (ErrorCode::ConnLimit, 2));
+        c.abandoned();
+        assert!(c.try_open(2));
+        assert_eq!(c.snapshot().total, 3);
+    }
+
+    #[test]
+    fn a_finished_stream_leaves_its_bytes_duration_and_reset_code() {
+        let c = StreamCounters::default();
+        assert!(c.try_open(10));
+        assert!(c.try_open(10));
+        let a = mux::Stream::new(1, "web");
+        a.bytes_sent.store(100, Relaxed);
+        a.bytes_received.store(7, Relaxed);
+        c.finished(&a, Ending::Done);
+        let b = mux::Stream::new(3, "web");
+        c.finished(&b, Ending::Reset(ErrorCode::Connect));
+        let s = c.snapshot();
+        assert_eq!((s.active, s.closed), (0, 2));
+        assert_eq!((s.bytes_sent, s.bytes_received), (100, 7));
+        assert_eq!(s.reset[slot(ErrorCode::Connect)].1, 1);
+        assert_eq!(s.reset.iter().map(|(_, n)| n).sum::<u64>(), 1);
+        // Both ended within the first bucket (10 ms), and the buckets are cumulative.
+        assert_eq!(s.durations.first(), Some(&(0.01, 2)));
+        assert_eq!(s.durations.last(), Some(&(3600.0, 2)));
+    }
+
+    #[test]
+    fn live_streams_are_listed_until_untracked() {
+        let c = StreamCounters::default();
+        let a = Arc::new(mux::Stream::new(1, "web"));
+        let b = Arc::new(mux::Stream::new(3, "db"));
+        c.track(&a);
+        c.track(&b);
+        let listed = c.live(10);
+        assert_eq!(listed.len(), 2);
+        assert_eq!(listed[0]["service"], "web");
+        assert_eq!(c.live(1).len(), 1);
+        c.untrack(&a);
+        drop(b);
+        assert!(c.live(10).is_empty(), "untracked or dropped streams are not listed");
+    }
+
+    #[test]
+    fn unknown_codes_count_as_the_last() {
+        assert_eq!(slot(ErrorCode::ConfigInvalid), STREAM_CODES.len() - 1);
+        assert_eq!(slot(ErrorCode::ConnLimit), 0);
+    }
+}

@@ -89,7 +89,7 @@ struct Pending {
 }
 
 impl Stream {
-    fn new(id: u32, service: &str) -> Self {
+    pub(crate) fn new(id: u32, service: &str) -> Self {
         Self {
             id,
             service: service.to_owned(),

@@ -78,7 +78,7 @@ pub const MAX_PAYLOAD: usize = 128 * 1024;
 pub const BATCH_LIMIT: usize = 64 * 1024;
 /// Bytes each direction of a stream may have in flight before the receiver grants
 /// more (see Streams above).
-pub const STREAM_WINDOW: u32 = 512 * 1024;
+pub const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
 /// Bytes of a `virtio_net_hdr` (without `num_buffers`), the prefix of a `Gso` frame.
 pub const VNET_HDR: usize = 10;
 /// Flag (top bit of the type byte): the payload is compressed.
