@@ -363,7 +363,10 @@ fn a_stalled_stream_holds_one_window_and_the_others_go_on() {
     let l4 = L4::start(
         &lab,
         srv,
-        &format!("endpoints: [ {{ address: \"127.0.0.1:{}\" }} ]", backend.port),
+        &format!(
+            "endpoints: [ {{ address: \"127.0.0.1:{}\" }} ]",
+            backend.port
+        ),
         "",
         "",
     );
@@ -398,11 +401,16 @@ fn a_stalled_stream_holds_one_window_and_the_others_go_on() {
         back == data
     });
     // Wait until A's sender is blocked: nothing more got through for half a second.
-    let mut sent = sent_rx.recv_timeout(WAIT).expect("the stalled stream sends");
+    let mut sent = sent_rx
+        .recv_timeout(WAIT)
+        .expect("the stalled stream sends");
     while let Ok(n) = sent_rx.recv_timeout(Duration::from_millis(500)) {
         sent = n;
     }
-    assert!(sent < BIG, "the stalled stream sent everything ({sent} bytes)");
+    assert!(
+        sent < BIG,
+        "the stalled stream sent everything ({sent} bytes)"
+    );
     // Stream B meanwhile makes a full round trip.
     let started = Instant::now();
     let ok = l4
@@ -417,9 +425,7 @@ fn a_stalled_stream_holds_one_window_and_the_others_go_on() {
     assert!(ok, "stream B's echo differs");
     let took = started.elapsed();
     let rss_stalled = rss_kib(l4.server.pid()) + rss_kib(l4.client.pid());
-    eprintln!(
-        "stalled after {sent} bytes; B took {took:?}; RSS {rss_before} -> {rss_stalled} KiB"
-    );
+    eprintln!("stalled after {sent} bytes; B took {took:?}; RSS {rss_before} -> {rss_stalled} KiB");
     assert!(took < Duration::from_secs(5), "stream B took {took:?}");
     // Each daemon pends at most a window (512 KiB) for A, plus buffers in flight.
     assert!(
@@ -427,5 +433,8 @@ fn a_stalled_stream_holds_one_window_and_the_others_go_on() {
         "RSS grew from {rss_before} to {rss_stalled} KiB"
     );
     go_tx.send(()).expect("go");
-    assert!(stalled.join().expect("stalled thread"), "stream A's echo differs");
+    assert!(
+        stalled.join().expect("stalled thread"),
+        "stream A's echo differs"
+    );
 }
