@@ -82,8 +82,9 @@ impl Target {
 /// The client's dialer.
 pub struct Dialer {
     target: Target,
-    /// The servers' balancer settings, until it starts with the actor.
-    servers: Option<balancer::Settings>,
+    /// The servers' balancer settings, until it starts with the actor (boxed: the
+    /// actor is moved around whole, and this is used once).
+    servers: Option<Box<balancer::Settings>>,
     /// Picks, health-checks and fails over between the servers; started with the
     /// actor and stopped with it (it stops once nobody holds its address).
     balancer: Option<Addr<Balancer>>,
@@ -118,7 +119,7 @@ impl Dialer {
         let c = &config.connection;
         Ok(Self {
             target: Target::from_config(config)?,
-            servers: Some(balancer::Settings::for_servers(config)),
+            servers: Some(Box::new(balancer::Settings::for_servers(config))),
             balancer: None,
             lease: None,
             backoff: Backoff::new(c.retry_attempts, c.retry_interval.duration()),
@@ -222,7 +223,7 @@ impl Actor for Dialer {
             let registry = self.hub.stats.endpoints.clone();
             let log = self.log.new(slog::o!("actor" => "balancer"));
             self.balancer = Some(Supervisor::start(move |_| {
-                Balancer::new(SERVICE.to_string(), settings, registry, log)
+                Balancer::new(SERVICE.to_string(), *settings, registry, log)
             }));
         }
         self.dial(ctx);
@@ -269,7 +270,7 @@ impl Handler<Reconfigure> for Dialer {
         let servers = balancer::Settings::for_servers(&msg.0);
         match &self.balancer {
             Some(b) => b.do_send(balancer::Reconfigure(servers)),
-            None => self.servers = Some(servers),
+            None => self.servers = Some(Box::new(servers)),
         }
         let c = &msg.0.connection;
         self.backoff = Backoff::new(c.retry_attempts, c.retry_interval.duration());
