@@ -46,7 +46,7 @@ use sssonector_config::{
 use tokio::net::TcpStream;
 
 use self::health::{HealthTracker, Transition};
-use self::registry::{EndpointRow, Endpoints};
+use self::registry::{EndpointChange, EndpointRow, Endpoints};
 use self::strategy::Pool;
 use crate::breaker::machine::{Permit, State as BreakerState};
 use crate::breaker::{self, BreakerActor, BreakerChanged};
@@ -329,6 +329,7 @@ impl Balancer {
         if up {
             info!(self.log, "endpoint up"; "endpoint" => address,
                 "checks" => self.settings.balancer.healthy_threshold);
+            b.row.announce(EndpointChange::Up);
             // The checks that brought it back were its trials: a breaker opened by
             // the streams that failed while it was down would otherwise keep a
             // restarted backend idle for a whole reset_timeout.
@@ -336,6 +337,7 @@ impl Balancer {
         } else {
             warn!(self.log, "endpoint down"; "endpoint" => address, "code" => ErrorCode::Connect,
                 "checks" => self.settings.balancer.unhealthy_threshold);
+            b.row.announce(EndpointChange::Down);
         }
     }
 
@@ -391,10 +393,12 @@ impl Balancer {
             "reweighted" => reweighted, "endpoints" => self.backends.len());
     }
 
-    /// What a Connect needs to run its failover loop on its own.
-    fn plan(&self, ctx: &Context<Self>) -> Plan {
+    /// What a Connect needs to run its failover loop on its own; `confirm`: the
+    /// caller reports the breaker's verdict itself ([`ConnectUnconfirmed`]).
+    fn plan(&self, ctx: &Context<Self>, confirm: bool) -> Plan {
         let b = &self.settings.balancer;
         Plan {
+            confirm,
             service: self.name.clone(),
             balancer: ctx.address(),
             deadline: Instant::now() + b.retry_timeout.duration(),
@@ -442,6 +446,16 @@ impl Supervised for Balancer {
 #[rtype(result = "Result<Connected, ConnectError>")]
 pub struct Connect;
 
+/// Like [`Connect`], but the endpoint's breaker hears the outcome only when the
+/// caller says, through [`Lease::confirm`]: for a connection whose TCP connect is not
+/// the whole story, such as a client's tunnel, whose TLS and session handshakes on
+/// the socket may still fail. Until then the lease holds the breaker's permit (a
+/// half-open breaker's trial slot); dropping it unconfirmed abandons the permit,
+/// which says nothing about the endpoint.
+#[derive(Message)]
+#[rtype(result = "Result<Connected, ConnectError>")]
+pub struct ConnectUnconfirmed;
+
 /// A stream's connected socket and its lease on the endpoint.
 #[derive(Debug)]
 pub struct Connected {
@@ -471,6 +485,9 @@ pub struct Lease {
     row: Arc<EndpointRow>,
     balancer: Addr<Balancer>,
     started: Instant,
+    /// From a [`ConnectUnconfirmed`] until [`Lease::confirm`]: the breaker's permit
+    /// and the breaker to report to.
+    unconfirmed: Option<(Permit, Addr<BreakerActor>)>,
 }
 
 impl std::fmt::Debug for Lease {
@@ -492,10 +509,26 @@ impl Lease {
     pub fn row(&self) -> &Arc<EndpointRow> {
         &self.row
     }
+
+    /// Reports to the endpoint's breaker whether the connection from a
+    /// [`ConnectUnconfirmed`] turned out usable; a failure also counts in the row's
+    /// connect failures. Only the first call counts, and none for a [`Connect`]'s
+    /// lease (its connect was the verdict).
+    pub fn confirm(&mut self, ok: bool) {
+        if let Some((permit, breaker)) = self.unconfirmed.take() {
+            if !ok {
+                self.row.connect_failed();
+            }
+            breaker.do_send(breaker::Outcome { permit, ok });
+        }
+    }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
+        if let Some((permit, breaker)) = self.unconfirmed.take() {
+            breaker.do_send(breaker::Abandoned { permit });
+        }
         self.row.stream_finished(self.started.elapsed());
         // do_send: one message per stream, on the control path, and it must not be
         // lost (the pool's count would never come down). A stopped balancer drops it.
@@ -589,7 +622,15 @@ impl Handler<Connect> for Balancer {
     type Result = ResponseFuture<Result<Connected, ConnectError>>;
 
     fn handle(&mut self, _: Connect, ctx: &mut Self::Context) -> Self::Result {
-        Box::pin(self.plan(ctx).run())
+        Box::pin(self.plan(ctx, false).run())
+    }
+}
+
+impl Handler<ConnectUnconfirmed> for Balancer {
+    type Result = ResponseFuture<Result<Connected, ConnectError>>;
+
+    fn handle(&mut self, _: ConnectUnconfirmed, ctx: &mut Self::Context) -> Self::Result {
+        Box::pin(self.plan(ctx, true).run())
     }
 }
 
@@ -725,6 +766,8 @@ impl Handler<ResetBreaker> for Balancer {
 
 /// One Connect's failover loop, run outside the actor.
 struct Plan {
+    /// The caller confirms the outcome ([`ConnectUnconfirmed`]).
+    confirm: bool,
     service: String,
     balancer: Addr<Balancer>,
     deadline: Instant,
@@ -784,7 +827,7 @@ impl Plan {
                     debug!(self.log, "stream connected"; "endpoint" => &address, "tries" => tries);
                     return Ok(Connected {
                         socket,
-                        lease: attempt.succeeded(),
+                        lease: attempt.succeeded(self.confirm),
                     });
                 }
                 Ok(Err(e)) => {
@@ -844,12 +887,18 @@ impl Attempt {
         }
     }
 
-    /// The connect succeeded: the stream now holds the pick as a lease.
-    fn succeeded(mut self) -> Lease {
+    /// The connect succeeded: the stream now holds the pick as a lease, and the
+    /// permit too when the caller will `confirm` the outcome.
+    fn succeeded(mut self, confirm: bool) -> Lease {
+        let mut unconfirmed = None;
         if let Some(permit) = self.permit.take() {
-            self.picked
-                .breaker
-                .do_send(breaker::Outcome { permit, ok: true });
+            if confirm {
+                unconfirmed = Some((permit, self.picked.breaker.clone()));
+            } else {
+                self.picked
+                    .breaker
+                    .do_send(breaker::Outcome { permit, ok: true });
+            }
         }
         self.picked.row.stream_started();
         self.leased = true;
@@ -860,6 +909,7 @@ impl Attempt {
             row: self.picked.row.clone(),
             balancer: self.balancer.clone(),
             started: Instant::now(),
+            unconfirmed,
         }
     }
 }
@@ -1295,6 +1345,93 @@ mod tests {
             .expect("alive")
             .expect("known");
             assert_eq!(spread(&b, 5).await.get(&a2), Some(&5));
+        })
+        .await;
+    }
+
+    #[actix_rt::test]
+    async fn an_unconfirmed_connect_counts_for_the_breaker_only_once_confirmed() {
+        within(async {
+            let (_l1, a1) = listen().await;
+            let (_l2, a2) = listen().await;
+            let mut s = settings(&[&a1, &a2]);
+            s.priority = true;
+            s.breaker.max_failures = 2;
+            let (b, registry) = start(s).await;
+            let unconfirmed = || async {
+                b.send(ConnectUnconfirmed)
+                    .await
+                    .expect("balancer alive")
+                    .expect("connected")
+            };
+            // Dropped without a verdict: the permit is abandoned, nothing counted.
+            let c = unconfirmed().await;
+            assert_eq!(c.lease.address(), a1);
+            drop(c);
+            // Only the first verdict counts.
+            let mut c = unconfirmed().await;
+            c.lease.confirm(true);
+            c.lease.confirm(false);
+            drop(c);
+            assert_eq!(view(&registry, &a1).map(|v| v.connect_failures), Some(0));
+            for _ in 0..2 {
+                let mut c = unconfirmed().await;
+                assert_eq!(c.lease.address(), a1, "a closed breaker keeps the order");
+                c.lease.confirm(false);
+            }
+            until(&registry, &a1, |v| v.breaker == Shown::Open).await;
+            assert_eq!(view(&registry, &a1).map(|v| v.connect_failures), Some(2));
+            assert_eq!(unconfirmed().await.lease.address(), a2, "failed over");
+        })
+        .await;
+    }
+
+    #[actix_rt::test]
+    async fn health_and_breaker_transitions_are_published_by_the_registry() {
+        within(async {
+            let (l1, a1) = listen().await;
+            let (_l2, a2) = listen().await;
+            let mut s = settings(&[&a1, &a2]);
+            s.balancer.health_check = DurationValue::of(20 * MS);
+            s.breaker.max_failures = 1;
+            let (b, registry) = start(s).await;
+            let mut rx = registry.subscribe();
+            let index = view(&registry, &a1).expect("a row").index;
+            drop(l1);
+            let e = rx.recv().await.expect("an event");
+            assert_eq!(
+                (e.index, e.address.as_str(), e.service.as_str(), e.change),
+                (index, a1.as_str(), "web", EndpointChange::Down)
+            );
+            let _l1 = TcpListener::bind(&a1).await.expect("the same port again");
+            assert_eq!(
+                rx.recv().await.expect("an event").change,
+                EndpointChange::Up
+            );
+            // Now a failed confirmation opens its breaker; a reset closes it.
+            let mut c = b
+                .send(ConnectUnconfirmed)
+                .await
+                .expect("alive")
+                .expect("connected");
+            let address = c.lease.address().to_string();
+            c.lease.confirm(false);
+            let e = rx.recv().await.expect("an event");
+            assert_eq!(
+                (e.address.as_str(), e.change),
+                (address.as_str(), EndpointChange::BreakerOpened)
+            );
+            b.send(ResetBreaker {
+                address: address.clone(),
+            })
+            .await
+            .expect("alive")
+            .expect("known");
+            let e = rx.recv().await.expect("an event");
+            assert_eq!(
+                (e.address.as_str(), e.change),
+                (address.as_str(), EndpointChange::BreakerClosed)
+            );
         })
         .await;
     }

@@ -13,6 +13,11 @@
 //! while streams still use it, so their bytes keep showing, and disappears at the
 //! first snapshot after its last stream ended. Re-adding the endpoint before then
 //! revives the same row with its numbers.
+//!
+//! Health and breaker transitions are also published as [`EndpointEvent`]s on a
+//! bounded broadcast channel ([`Endpoints::subscribe`]), for the SNMP notifier: as
+//! with the tunnel's events, publishing never blocks, and a listener that falls
+//! behind loses the oldest events and learns how many.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8};
@@ -20,12 +25,48 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use tokio::sync::broadcast;
 
 /// Upper bounds, in seconds, of the stream duration histogram's buckets: streams run
 /// from a single request (milliseconds) to long-lived sessions (a day).
 pub const STREAM_DURATION_BUCKETS: [f64; 10] = [
     0.01, 0.1, 1.0, 10.0, 60.0, 300.0, 900.0, 3600.0, 14_400.0, 86_400.0,
 ];
+
+/// Events an [`Endpoints::subscribe`] receiver holds before the oldest are lost: far
+/// more than health checks and breakers flip between two sends of the slowest
+/// listener.
+pub const EVENT_CAPACITY: usize = 256;
+
+/// What changed about an endpoint: the transitions SNMP notifications report
+/// (SSSONECTOR-MIB's sssEndpointDown, sssEndpointUp, sssBreakerOpened,
+/// sssBreakerClosed). A breaker's half-opening is no news to an operator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EndpointChange {
+    /// The health checks now consider it down.
+    Down,
+    /// The health checks now consider it up again.
+    Up,
+    /// Its breaker opened.
+    BreakerOpened,
+    /// Its breaker closed (trials succeeded, a reset, a restart of the breaker).
+    BreakerClosed,
+}
+
+/// An endpoint's transition, with the row that names it: its index (the instance of
+/// the notification's objects), service and address, copied so that an event never
+/// keeps a row alive.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndpointEvent {
+    /// The row's `sssEndpointTable` index.
+    pub index: u32,
+    /// The service.
+    pub service: String,
+    /// The endpoint's `host:port`.
+    pub address: String,
+    /// What happened.
+    pub change: EndpointChange,
+}
 
 /// An endpoint's circuit breaker state as the registry stores it: the values of the
 /// MIB's `sssEndpointBreakerState` (closed(1), open(2), halfOpen(3)).
@@ -113,11 +154,21 @@ pub struct EndpointRow {
     duration_buckets: [AtomicU64; STREAM_DURATION_BUCKETS.len()],
     durations_ms: AtomicU64,
     finished: AtomicU64,
+    /// The registry's event channel, for [`Self::announce`].
+    events: broadcast::Sender<EndpointEvent>,
 }
 
 impl EndpointRow {
-    fn new(index: u32, service: &str, address: &str, weight: u32, origin: Instant) -> Self {
+    fn new(
+        index: u32,
+        service: &str,
+        address: &str,
+        weight: u32,
+        origin: Instant,
+        events: broadcast::Sender<EndpointEvent>,
+    ) -> Self {
         Self {
+            events,
             index,
             service: service.to_owned(),
             address: address.to_owned(),
@@ -205,6 +256,19 @@ impl EndpointRow {
         if state == BreakerState::Open {
             self.breaker_opened.fetch_add(1, Relaxed);
         }
+    }
+
+    /// Publishes `change` of this endpoint to the registry's subscribers, if any.
+    /// Called by whoever records the transition (the balancer for health, the
+    /// breaker for its state), next to its log line.
+    pub(crate) fn announce(&self, change: EndpointChange) {
+        // An error only says nobody listens now, which is fine.
+        let _ = self.events.send(EndpointEvent {
+            index: self.index,
+            service: self.service.clone(),
+            address: self.address.clone(),
+            change,
+        });
     }
 
     pub(crate) fn set_healthy(&self, healthy: bool) {
@@ -334,6 +398,8 @@ pub struct StreamDurations {
 pub struct Endpoints {
     origin: Instant,
     inner: Mutex<Inner>,
+    /// Health and breaker transitions, for [`Endpoints::subscribe`].
+    events: broadcast::Sender<EndpointEvent>,
 }
 
 #[derive(Debug, Default)]
@@ -349,6 +415,7 @@ impl Default for Endpoints {
         Self {
             origin: Instant::now(),
             inner: Mutex::default(),
+            events: broadcast::Sender::new(EVENT_CAPACITY),
         }
     }
 }
@@ -376,6 +443,7 @@ impl Endpoints {
             address,
             weight,
             self.origin,
+            self.events.clone(),
         ));
         let at = inner.rows.partition_point(|r| r.index < row.index);
         inner.rows.insert(at, row.clone());
@@ -393,6 +461,13 @@ impl Endpoints {
             r.retired.store(true, Relaxed);
             r.active() > 0
         });
+    }
+
+    /// A receiver of every [`EndpointEvent`] from now on. It holds at most
+    /// [`EVENT_CAPACITY`] unread events; past that the oldest are lost and its next
+    /// `recv` says how many (`RecvError::Lagged`), for the listener to count.
+    pub fn subscribe(&self) -> broadcast::Receiver<EndpointEvent> {
+        self.events.subscribe()
     }
 
     /// Every row now, by index; rows retired and idle since are dropped first.
@@ -488,6 +563,26 @@ mod tests {
         assert_eq!(v.durations.buckets[3], (10.0, 4));
         let json = serde_json::to_value(v).expect("serializes");
         assert_eq!(json["breaker"], "half_open");
+    }
+
+    #[test]
+    fn announcements_name_the_row_and_reach_every_subscriber() {
+        let e = Endpoints::default();
+        let _first = e.row("web", "a:1", 1);
+        let row = e.row("web", "b:2", 1);
+        row.announce(EndpointChange::Down);
+        let mut rx = e.subscribe();
+        row.announce(EndpointChange::BreakerOpened);
+        assert_eq!(
+            rx.try_recv().expect("an event"),
+            EndpointEvent {
+                index: 2,
+                service: "web".into(),
+                address: "b:2".into(),
+                change: EndpointChange::BreakerOpened,
+            }
+        );
+        assert!(rx.try_recv().is_err(), "nothing from before subscribing");
     }
 
     #[test]

@@ -10,8 +10,9 @@
 //! The Balancer starts one per endpoint and owns its address. A connect asks
 //! [`Allow`] before dialing and reports [`Outcome`] (or [`Abandoned`]) with the permit
 //! it got. Each transition is written to the endpoint's registry row, logged once
-//! (warn with `E_BREAKER_OPEN` when it opens, info when it half-opens or closes) and
-//! told to the balancer as [`BreakerChanged`], so its pool stops picking an endpoint
+//! (warn with `E_BREAKER_OPEN` when it opens, info when it half-opens or closes),
+//! published to the registry's subscribers when it opens or closes (SNMP
+//! notifications) and told to the balancer as [`BreakerChanged`], so its pool stops picking an endpoint
 //! whose breaker is open instead of asking it only to be rejected.
 
 pub mod machine;
@@ -25,7 +26,7 @@ use slog::{info, warn, Logger};
 use sssonector_config::Breaker as BreakerConfig;
 
 use self::machine::{Decision, Permit, State, Transition};
-use crate::balancer::registry::EndpointRow;
+use crate::balancer::registry::{EndpointChange, EndpointRow};
 use crate::error::ErrorCode;
 
 /// The circuit breaker of one endpoint of one service.
@@ -92,11 +93,17 @@ impl BreakerActor {
         let state = self.machine.state();
         self.row.set_breaker(state.into());
         match t {
-            Transition::Opened => warn!(self.log, "breaker opened";
-                "code" => ErrorCode::BreakerOpen,
-                "reset_timeout" => %humantime::format_duration(self.config.reset_timeout.duration())),
+            Transition::Opened => {
+                warn!(self.log, "breaker opened";
+                    "code" => ErrorCode::BreakerOpen,
+                    "reset_timeout" => %humantime::format_duration(self.config.reset_timeout.duration()));
+                self.row.announce(EndpointChange::BreakerOpened);
+            }
             Transition::HalfOpened => info!(self.log, "breaker half-open"),
-            Transition::Closed => info!(self.log, "breaker closed"),
+            Transition::Closed => {
+                info!(self.log, "breaker closed");
+                self.row.announce(EndpointChange::BreakerClosed);
+            }
         }
         if let Some(balancer) = self.notify.upgrade() {
             balancer.do_send(BreakerChanged {

@@ -1,7 +1,16 @@
-//! The Dialer actor (client): connects to the first of `tunnel.servers` that answers,
-//! verifies its certificate and `server_name`, runs the session handshake and starts
-//! a Connection. When the session ends, or a round over all servers fails, it dials
-//! again after [`Backoff`]'s delay, forever.
+//! The Dialer actor (client): gets a TCP connection to one of `tunnel.servers` from
+//! its [`Balancer`], verifies the server's certificate and `server_name`, runs the
+//! session handshake and starts a Connection. When the session ends it dials again
+//! at once; when a round fails, after [`Backoff`]'s delay, forever.
+//!
+//! The balancer (service [`SERVICE`] in the endpoint registry, so the servers show in
+//! `ctl endpoints`, Prometheus and the SNMP endpoint table) keeps the servers in the
+//! configured order and health-checks them with TCP connects; it hands out the first
+//! server that is healthy and whose breaker is closed, failing over to the next when
+//! a connect fails. So when a server dies, the next round goes to the next server
+//! by itself, and back to the first once its checks and breaker let it. A TLS or
+//! session handshake that fails on the socket counts against that server's breaker
+//! too ([`Lease::confirm`]); the session holds its lease for as long as it lives.
 
 pub mod backoff;
 
@@ -22,6 +31,7 @@ use tokio_rustls::{TlsConnector, TlsStream};
 
 use self::backoff::Backoff;
 use crate::audit::{AuditActor, Record};
+use crate::balancer::{self, Balancer, ConnectUnconfirmed, Connected, Lease};
 use crate::connection::{CloseSession, Connection, Established, SessionClosed};
 use crate::drain::DrainToken;
 use crate::error::{Error, ErrorCode};
@@ -33,15 +43,15 @@ use crate::tunnel::session::{Accept, Capabilities, Hello, Reject};
 use crate::tunnel::stats::Session;
 use crate::tunnel::tls;
 
-/// What dialing needs, rebuilt on reload.
+/// The service name of the servers' balancer: their rows in the endpoint registry.
+pub const SERVICE: &str = "tunnel";
+
+/// What the handshakes need, rebuilt on reload.
 #[derive(Clone)]
 pub struct Target {
-    servers: Vec<String>,
     server_name: ServerName<'static>,
     connector: TlsConnector,
     address: IpAddr,
-    connect_timeout: Duration,
-    keepalive_idle: Option<Duration>,
     compression: Option<Algorithm>,
 }
 
@@ -61,19 +71,9 @@ impl Target {
             .map(|a| a.get().addr())
             .ok_or_else(|| Error::Internal("network.address missing after validation".into()))?;
         Ok(Self {
-            servers: t
-                .servers
-                .iter()
-                .map(|s| s.address.get().to_string())
-                .collect(),
             server_name,
             connector: TlsConnector::from(tls::client_config(t, &config.security)?),
             address,
-            connect_timeout: config.connection.connect_timeout.duration(),
-            keepalive_idle: config
-                .connection
-                .keepalive
-                .then(|| config.connection.keepalive_idle.duration()),
             compression: Algorithm::from_config(t.compression),
         })
     }
@@ -82,11 +82,20 @@ impl Target {
 /// The client's dialer.
 pub struct Dialer {
     target: Target,
+    /// The servers' balancer settings, until it starts with the actor (boxed: the
+    /// actor is moved around whole, and this is used once).
+    servers: Option<Box<balancer::Settings>>,
+    /// Picks, health-checks and fails over between the servers; started with the
+    /// actor and stopped with it (it stops once nobody holds its address).
+    balancer: Option<Addr<Balancer>>,
     backoff: Backoff,
     hub: Arc<Hub>,
     runtime: Handle,
     keepalive: Duration,
     connection: Option<Addr<Connection>>,
+    /// The live session's hold on its server (the registry's active count, the
+    /// breaker's verdict); dropped when the session ends.
+    lease: Option<Lease>,
     sessions: u64,
     stopping: bool,
     audit: Option<Addr<AuditActor>>,
@@ -110,6 +119,9 @@ impl Dialer {
         let c = &config.connection;
         Ok(Self {
             target: Target::from_config(config)?,
+            servers: Some(Box::new(balancer::Settings::for_servers(config))),
+            balancer: None,
+            lease: None,
             backoff: Backoff::new(c.retry_attempts, c.retry_interval.duration()),
             hub,
             runtime,
@@ -132,17 +144,20 @@ impl Dialer {
         if self.stopping {
             return;
         }
+        let Some(balancer) = self.balancer.clone() else {
+            return self.retry_later(ctx);
+        };
         let target = self.target.clone();
         let hub = self.hub.clone();
         let log = self.log.clone();
         let task = self
             .runtime
-            .spawn(async move { dial_round(&target, &hub, &log).await });
+            .spawn(async move { dial_round(&target, &balancer, &hub, &log).await });
         ctx.spawn(
             async move { task.await.ok() }
                 .into_actor(self)
                 .map(|result, act, ctx| match result {
-                    Some(Some(est)) => act.established(est, ctx),
+                    Some(Some((est, lease))) => act.established(est, lease, ctx),
                     _ => act.retry_later(ctx),
                 }),
         );
@@ -157,10 +172,11 @@ impl Dialer {
         ctx.run_later(delay, |act, ctx| act.dial(ctx));
     }
 
-    fn established(&mut self, est: Established, ctx: &mut Context<Self>) {
+    fn established(&mut self, est: Established, lease: Lease, ctx: &mut Context<Self>) {
         if self.stopping {
             return;
         }
+        self.lease = Some(lease);
         self.backoff.succeeded();
         self.sessions += 1;
         if self.sessions > 1 {
@@ -203,6 +219,13 @@ impl Actor for Dialer {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        if let Some(settings) = self.servers.take() {
+            let registry = self.hub.stats.endpoints.clone();
+            let log = self.log.new(slog::o!("actor" => "balancer"));
+            self.balancer = Some(Supervisor::start(move |_| {
+                Balancer::new(SERVICE.to_string(), *settings, registry, log)
+            }));
+        }
         self.dial(ctx);
     }
 }
@@ -212,6 +235,7 @@ impl Handler<SessionClosed> for Dialer {
     fn handle(&mut self, msg: SessionClosed, ctx: &mut Context<Self>) {
         self.hub.set_default(None);
         self.connection = None;
+        self.lease = None;
         if self.stopping {
             return;
         }
@@ -228,7 +252,8 @@ impl Handler<SessionClosed> for Dialer {
     }
 }
 
-/// Apply a reloaded configuration to the next dial: servers, server name, TLS
+/// Apply a reloaded configuration to the next dial: servers (to the balancer: added,
+/// removed, reordered; kept ones keep their health and breaker), server name, TLS
 /// material, retry policy. The live session is not touched.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -241,6 +266,11 @@ impl Handler<Reconfigure> for Dialer {
             Ok(t) => self.target = t,
             Err(e) => warn!(self.log, "new dial target refused, old one kept";
                 "code" => e.code(), "error" => %e),
+        }
+        let servers = balancer::Settings::for_servers(&msg.0);
+        match &self.balancer {
+            Some(b) => b.do_send(balancer::Reconfigure(servers)),
+            None => self.servers = Some(Box::new(servers)),
         }
         let c = &msg.0.connection;
         self.backoff = Backoff::new(c.retry_attempts, c.retry_interval.duration());
@@ -264,50 +294,75 @@ impl Handler<Shutdown> for Dialer {
     }
 }
 
-/// Tries every server once, in order; the first session established wins.
-async fn dial_round(target: &Target, hub: &Arc<Hub>, log: &Logger) -> Option<Established> {
-    for server in &target.servers {
-        let started = Instant::now();
-        match tokio::time::timeout(
-            target.connect_timeout + HANDSHAKE_TIMEOUT,
-            dial_one(target, server, hub),
-        )
-        .await
-        {
-            Ok(Ok(est)) => {
-                slog::debug!(log, "dialed"; "server" => server, "ms" => started.elapsed().as_millis() as u64);
-                return Some(est);
-            }
-            Ok(Err(f)) => {
-                hub.stats.handshake_failed(f.code);
-                if f.code == ErrorCode::AccessDenied
-                    || f.code == ErrorCode::BadAddress
-                    || f.code == ErrorCode::AddressInUse
-                {
-                    warn!(log, "tunnel refused"; "server" => server, "code" => f.code, "reason" => &f.reason);
-                } else {
-                    warn!(log, "dial failed"; "server" => server, "code" => f.code, "reason" => &f.reason);
-                }
-            }
-            Err(_) => {
-                hub.stats.handshake_failed(ErrorCode::Timeout);
-                warn!(log, "dial failed"; "server" => server, "code" => ErrorCode::Timeout,
-                    "reason" => "no session within the time limit");
-            }
+/// One round: a TCP connection from the balancer (which fails over between the
+/// servers), then the TLS and session handshakes on it, whose outcome the server's
+/// breaker hears. Some session and its lease, or none (logged and counted).
+async fn dial_round(
+    target: &Target,
+    balancer: &Addr<Balancer>,
+    hub: &Arc<Hub>,
+    log: &Logger,
+) -> Option<(Established, Lease)> {
+    let started = Instant::now();
+    let Connected { socket, mut lease } = match balancer.send(ConnectUnconfirmed).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
+            hub.stats.handshake_failed(ErrorCode::Io);
+            warn!(log, "dial failed"; "code" => e.code, "reason" => &e.message);
+            return None;
         }
+        Err(e) => {
+            warn!(log, "dial failed"; "code" => ErrorCode::Internal,
+                "reason" => %format_args!("servers' balancer: {e}"));
+            return None;
+        }
+    };
+    let server = lease.address().to_string();
+    // The balancer's socket is registered with the actors' runtime: move it to the
+    // data path's, where this task and the session's I/O run.
+    let tcp = match socket.into_std().and_then(TcpStream::from_std) {
+        Ok(tcp) => tcp,
+        Err(e) => {
+            hub.stats.handshake_failed(ErrorCode::Io);
+            warn!(log, "dial failed"; "server" => &server, "code" => ErrorCode::Io,
+                "reason" => %format_args!("socket: {e}"));
+            return None;
+        }
+    };
+    let failed = match tokio::time::timeout(HANDSHAKE_TIMEOUT, dial_one(target, tcp, &server, hub))
+        .await
+    {
+        Ok(Ok(est)) => {
+            lease.confirm(true);
+            slog::debug!(log, "dialed"; "server" => &server, "ms" => started.elapsed().as_millis() as u64);
+            return Some((est, lease));
+        }
+        Ok(Err(f)) => f,
+        Err(_) => Failed::new(ErrorCode::Timeout, "no session within the time limit"),
+    };
+    lease.confirm(false);
+    hub.stats.handshake_failed(failed.code);
+    if failed.code == ErrorCode::AccessDenied
+        || failed.code == ErrorCode::BadAddress
+        || failed.code == ErrorCode::AddressInUse
+    {
+        warn!(log, "tunnel refused"; "server" => &server, "code" => failed.code, "reason" => &failed.reason);
+    } else {
+        warn!(log, "dial failed"; "server" => &server, "code" => failed.code, "reason" => &failed.reason);
     }
     None
 }
 
-async fn dial_one(target: &Target, server: &str, hub: &Arc<Hub>) -> Result<Established, Failed> {
-    let tcp = tokio::time::timeout(target.connect_timeout, TcpStream::connect(server))
-        .await
-        .map_err(|_| Failed::new(ErrorCode::Timeout, "connect timed out"))?
-        .map_err(|e| Failed::new(ErrorCode::Io, format!("connect: {e}")))?;
+/// The TLS and session handshakes on `tcp`, connected to `server`.
+async fn dial_one(
+    target: &Target,
+    tcp: TcpStream,
+    server: &str,
+    hub: &Arc<Hub>,
+) -> Result<Established, Failed> {
     let remote = tcp
         .peer_addr()
         .map_or_else(|_| server.to_string(), |a| a.to_string());
-    handshake::tune_socket(&tcp, target.keepalive_idle);
     let tls = target
         .connector
         .connect(target.server_name.clone(), tcp)

@@ -319,8 +319,15 @@ impl Accepting {
         }
         handshake::tune_socket(&stream, rules.keepalive_idle);
         let started = Instant::now();
-        let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, rules.acceptor.accept(stream)).await
+        // A connection closed before its first byte is a TCP probe (a client's
+        // balancer health-checking this port, a load balancer, a port scan), not a
+        // failed handshake: no warning, no count.
+        if let Ok(Ok(0)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.peek(&mut [0u8; 1])).await
         {
+            return debug!(self.log, "closed before the tls handshake"; "remote" => %remote);
+        }
+        let left = HANDSHAKE_TIMEOUT.saturating_sub(started.elapsed());
+        let tls = match tokio::time::timeout(left, rules.acceptor.accept(stream)).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
                 let e = tls::TlsError::from_handshake(&e);

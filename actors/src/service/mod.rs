@@ -516,7 +516,10 @@ mod tests {
         assert!(!c.try_open(2));
         let s = c.snapshot();
         assert_eq!((s.active, s.total, s.peak), (2, 2, 2));
-        assert_eq!(s.refused[slot(ErrorCode::ConnLimit)], (ErrorCode::ConnLimit, 2));
+        assert_eq!(
+            s.refused[slot(ErrorCode::ConnLimit)],
+            (ErrorCode::ConnLimit, 2)
+        );
         c.abandoned();
         assert!(c.try_open(2));
         assert_eq!(c.snapshot().total, 3);
@@ -556,7 +559,10 @@ mod tests {
         assert_eq!(c.live(1).len(), 1);
         c.untrack(&a);
         drop(b);
-        assert!(c.live(10).is_empty(), "untracked or dropped streams are not listed");
+        assert!(
+            c.live(10).is_empty(),
+            "untracked or dropped streams are not listed"
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //!   (no copy, no wakeup), and only what the socket does not take at once goes to the
 //!   stream's pending buffer. It never waits on a stream, so a slow one cannot stall
 //!   the others; the window bounds what one can pend.
-//! - the stream's **task** ([`run`]) reads its socket straight into a pooled chunk
+//! - the stream's **task** (`run`) reads its socket straight into a pooled chunk
 //!   behind a frame header (as much as the peer's window allows), sends it on the
 //!   session queue, writes the pending bytes, and carries FIN and reset both ways.
 //! - the session's **write task** sends the windows granted back ([`Mux::control`]),

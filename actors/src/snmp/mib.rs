@@ -241,7 +241,7 @@ fn endpoint_value(e: &EndpointView, column: u32) -> Value {
         // TruthValue (RFC 2579): true(1), false(2).
         4 => Value::Integer(if e.healthy { 1 } else { 2 }),
         // closed(1), open(2), halfOpen(3): the registry stores these very numbers.
-        5 => Value::Integer(e.breaker as i64),
+        ENDPOINT_BREAKER_STATE => Value::Integer(e.breaker as i64),
         6 => gauge(e.active),
         7 => Value::Counter64(e.total),
         8 => Value::Counter64(e.bytes_in),
@@ -384,6 +384,8 @@ pub const PEER_REMOTE: u32 = 3;
 pub const ENDPOINT_SERVICE: u32 = 2;
 /// sssEndpointAddress, the endpoint table's column 3.
 pub const ENDPOINT_ADDRESS: u32 = 3;
+/// sssEndpointBreakerState, the endpoint table's column 5.
+pub const ENDPOINT_BREAKER_STATE: u32 = 5;
 
 /// The sssPeerTable index of session `id`: the id itself while it fits the index's
 /// `Unsigned32 (1..4294967295)`, else none (the session has no row).

@@ -1,11 +1,12 @@
-//! SNMP notifications: SSSONECTOR-MIB's sssTunnelUp, sssTunnelDown and
-//! sssCertExpiring, sent as SNMPv2-Trap PDUs (RFC 3416 §4.2.6) to
-//! `monitor.snmp.trap_targets`.
+//! SNMP notifications: SSSONECTOR-MIB's sssTunnelUp, sssTunnelDown, sssEndpointDown,
+//! sssEndpointUp, sssBreakerOpened, sssBreakerClosed and sssCertExpiring, sent as
+//! SNMPv2-Trap PDUs (RFC 3416 §4.2.6) to `monitor.snmp.trap_targets`.
 //!
 //! The pure part turns a [`Notification`] into the PDU's bindings — sysUpTime.0,
 //! snmpTrapOID.0, then the notification's OBJECTS with the instance that identifies
 //! them — and decides when our certificate deserves a warning ([`CertWatch`]). The
-//! [`TrapSender`] actor listens to the tunnel's [`TunnelEvent`]s, checks the
+//! [`TrapSender`] actor listens to the tunnel's [`TunnelEvent`]s and the endpoint
+//! registry's [`EndpointEvent`]s (health and breaker transitions), checks the
 //! certificate hourly, and sends one datagram per target from an unbound UDP socket:
 //! SNMPv2c with the target's community, SNMPv3 through a [`SealV3`] when the target
 //! names a user. Every notification to every target is logged and counted in
@@ -31,6 +32,7 @@ use tokio::sync::{broadcast, watch};
 
 use super::agent::syntax;
 use super::mib::{self, Oid, Value, ROOT};
+use crate::balancer::registry::{BreakerState, EndpointChange, EndpointEvent};
 use crate::drain::DrainToken;
 use crate::error::{Error, ErrorCode};
 use crate::metrics::Metrics;
@@ -57,9 +59,6 @@ pub const DAY: i64 = 86_400;
 pub const CERT_CHECK: Duration = Duration::from_secs(3600);
 
 /// One notification SSSONECTOR-MIB defines, with the values it carries.
-///
-/// The endpoint and breaker notifications (sssNotifications 3 to 6) are new variants
-/// when their parts exist: a number, a label and the objects each.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Notification {
     /// sssTunnelUp: a session started; its peer table row is `index`.
@@ -81,6 +80,19 @@ pub enum Notification {
         remote: String,
         /// sssNotifyReason: the stable error code that ended it, or `local`.
         reason: &'static str,
+    },
+    /// sssEndpointDown, sssEndpointUp, sssBreakerOpened or sssBreakerClosed (by
+    /// `change`): an endpoint's health or breaker flipped; its endpoint table row is
+    /// `index`.
+    Endpoint {
+        /// Which of the four.
+        change: EndpointChange,
+        /// The endpoint's sssEndpointIndex.
+        index: u32,
+        /// sssEndpointService.
+        service: String,
+        /// sssEndpointAddress.
+        address: String,
     },
     /// sssCertExpiring: our certificate expires within the warning period, or has.
     CertExpiring {
@@ -110,11 +122,27 @@ impl Notification {
         })
     }
 
+    /// The notification for an endpoint's transition.
+    pub fn from_endpoint(event: &EndpointEvent) -> Self {
+        Notification::Endpoint {
+            change: event.change,
+            index: event.index,
+            service: event.service.clone(),
+            address: event.address.clone(),
+        }
+    }
+
     /// Its arc below sssNotifications.
     pub fn number(&self) -> u32 {
         match self {
             Notification::TunnelUp { .. } => 1,
             Notification::TunnelDown { .. } => 2,
+            Notification::Endpoint { change, .. } => match change {
+                EndpointChange::Down => 3,
+                EndpointChange::Up => 4,
+                EndpointChange::BreakerOpened => 5,
+                EndpointChange::BreakerClosed => 6,
+            },
             Notification::CertExpiring { .. } => 7,
         }
     }
@@ -131,12 +159,19 @@ impl Notification {
         match self {
             Notification::TunnelUp { .. } => "tunnel_up",
             Notification::TunnelDown { .. } => "tunnel_down",
+            Notification::Endpoint { change, .. } => match change {
+                EndpointChange::Down => "endpoint_down",
+                EndpointChange::Up => "endpoint_up",
+                EndpointChange::BreakerOpened => "breaker_opened",
+                EndpointChange::BreakerClosed => "breaker_closed",
+            },
             Notification::CertExpiring { .. } => "cert_expiring",
         }
     }
 
-    /// Its OBJECTS in the MIB's order, each as the instance it reports: a peer
-    /// table column at the session's row, a notification-only scalar at `.0`.
+    /// Its OBJECTS in the MIB's order, each as the instance it reports: a peer or
+    /// endpoint table column at the session's or endpoint's row, a notification-only
+    /// scalar at `.0`.
     pub fn objects(&self) -> Vec<(Oid, Value)> {
         let text = |s: &str| Value::Octets(s.as_bytes().to_vec());
         match self {
@@ -158,6 +193,36 @@ impl Notification {
                 (mib::peer_cell(mib::PEER_REMOTE, *index), text(remote)),
                 (notify_object(NOTIFY_REASON), text(reason)),
             ],
+            Notification::Endpoint {
+                change,
+                index,
+                service,
+                address,
+            } => {
+                let mut objects = vec![
+                    (
+                        mib::endpoint_cell(mib::ENDPOINT_SERVICE, *index),
+                        text(service),
+                    ),
+                    (
+                        mib::endpoint_cell(mib::ENDPOINT_ADDRESS, *index),
+                        text(address),
+                    ),
+                ];
+                // The state the breaker entered, as sssEndpointBreakerState shows it.
+                let state = match change {
+                    EndpointChange::BreakerOpened => Some(BreakerState::Open),
+                    EndpointChange::BreakerClosed => Some(BreakerState::Closed),
+                    EndpointChange::Down | EndpointChange::Up => None,
+                };
+                if let Some(state) = state {
+                    objects.push((
+                        mib::endpoint_cell(mib::ENDPOINT_BREAKER_STATE, *index),
+                        Value::Integer(state as i64),
+                    ));
+                }
+                objects
+            }
             Notification::CertExpiring { subject, days_left } => {
                 let days = (*days_left).clamp(i64::from(i32::MIN), i64::from(i32::MAX));
                 vec![
@@ -354,7 +419,7 @@ pub struct Reconfigure(pub Settings);
 /// stop until the tunnel's sessions have ended (see the module's doc).
 pub struct TrapSender {
     settings: watch::Sender<Settings>,
-    run: Option<(Run, broadcast::Receiver<TunnelEvent>)>,
+    run: Option<(Run, Events)>,
     log: Logger,
 }
 
@@ -373,7 +438,10 @@ impl TrapSender {
         drain: Option<DrainToken>,
     ) -> Self {
         // Subscribed now, so nothing between this and `started` is missed.
-        let events = stats.subscribe();
+        let events = Events {
+            tunnel: stats.subscribe(),
+            endpoints: stats.endpoints.subscribe(),
+        };
         let run = Run {
             watch: CertWatch::new(settings.cert_warning),
             targets: targets(&settings),
@@ -420,6 +488,12 @@ impl Handler<Reconfigure> for TrapSender {
             changed
         });
     }
+}
+
+/// The sender's event sources.
+struct Events {
+    tunnel: broadcast::Receiver<TunnelEvent>,
+    endpoints: broadcast::Receiver<EndpointEvent>,
 }
 
 /// A target and where its name resolved to.
@@ -490,11 +564,14 @@ struct Run {
 impl Run {
     /// Sends until the actor is gone and, after that, until every session has ended
     /// and its sssTunnelDown went out.
-    async fn serve(
-        mut self,
-        mut events: broadcast::Receiver<TunnelEvent>,
-        mut settings: watch::Receiver<Settings>,
-    ) {
+    async fn serve(mut self, events: Events, mut settings: watch::Receiver<Settings>) {
+        let Events {
+            tunnel: mut events,
+            endpoints: mut endpoint_events,
+        } = events;
+        // The registry lives as long as `stats`, which this task holds: its channel
+        // closes never, but a closed one is no reason to stop the tunnel's.
+        let mut endpoints_open = true;
         for i in 0..self.targets.len() {
             // A failure is logged there and retried at the next notification.
             let _ = self.resolve(i).await;
@@ -509,6 +586,11 @@ impl Run {
                     Ok(event) => self.tunnel_event(&event).await,
                     Err(broadcast::error::RecvError::Lagged(n)) => self.lost(n),
                     Err(broadcast::error::RecvError::Closed) => break,
+                },
+                event = endpoint_events.recv(), if endpoints_open => match event {
+                    Ok(event) => self.notify(&Notification::from_endpoint(&event)).await,
+                    Err(broadcast::error::RecvError::Lagged(n)) => self.lost(n),
+                    Err(broadcast::error::RecvError::Closed) => endpoints_open = false,
                 },
                 _ = hourly.tick(), if !stopping => self.check_cert().await,
                 changed = settings.changed(), if !stopping => match changed {
@@ -698,13 +780,13 @@ impl Run {
         }
     }
 
-    /// Counts and logs `n` tunnel events lost to a full queue.
+    /// Counts and logs `n` tunnel or endpoint events lost to a full queue.
     fn lost(&self, n: u64) {
         self.metrics
             .notifications
             .with_label_values(&["unknown", "lost"])
             .inc_by(n);
-        warn!(self.log, "tunnel events lost, their notifications not sent";
+        warn!(self.log, "events lost, their notifications not sent";
             "code" => ErrorCode::NotificationsLost, "lost" => n);
     }
 }
@@ -862,12 +944,19 @@ mod tests {
             ("sssNotifyObjects", "{ sssObjects 9 }"),
             ("sssTunnelUp", "{ sssNotifications 1 }"),
             ("sssTunnelDown", "{ sssNotifications 2 }"),
+            ("sssEndpointDown", "{ sssNotifications 3 }"),
+            ("sssEndpointUp", "{ sssNotifications 4 }"),
+            ("sssBreakerOpened", "{ sssNotifications 5 }"),
+            ("sssBreakerClosed", "{ sssNotifications 6 }"),
             ("sssCertExpiring", "{ sssNotifications 7 }"),
             ("sssNotifyReason", "{ sssNotifyObjects 1 }"),
             ("sssNotifyCertSubject", "{ sssNotifyObjects 2 }"),
             ("sssNotifyCertDaysLeft", "{ sssNotifyObjects 3 }"),
             ("sssPeerName", "{ sssPeerEntry 2 }"),
             ("sssPeerRemote", "{ sssPeerEntry 3 }"),
+            ("sssEndpointService", "{ sssEndpointEntry 2 }"),
+            ("sssEndpointAddress", "{ sssEndpointEntry 3 }"),
+            ("sssEndpointBreakerState", "{ sssEndpointEntry 5 }"),
         ] {
             assert_eq!(assigned(name), want, "{name}");
         }
@@ -905,6 +994,108 @@ mod tests {
             down.objects()[2].1,
             Value::Octets(b"E_PEER_TIMEOUT".to_vec())
         );
+    }
+
+    fn endpoint(change: EndpointChange) -> Notification {
+        Notification::Endpoint {
+            change,
+            index: 4,
+            service: "web".into(),
+            address: "10.0.0.7:8080".into(),
+        }
+    }
+
+    #[test]
+    fn endpoint_and_breaker_traps_carry_service_address_and_breaker_state_of_the_row() {
+        let entry = |column: u32| root(&[1, 5, 1, column, 4]);
+        let cases = [
+            (EndpointChange::Down, 3, "endpoint_down", None),
+            (EndpointChange::Up, 4, "endpoint_up", None),
+            (EndpointChange::BreakerOpened, 5, "breaker_opened", Some(2)),
+            (EndpointChange::BreakerClosed, 6, "breaker_closed", Some(1)),
+        ];
+        for (change, number, label, state) in cases {
+            let n = endpoint(change);
+            assert_eq!((n.number(), n.label()), (number, label));
+            let bytes = encode_v2c(b"public", trap_pdu(9, &n, 77)).expect("encodes");
+            let msg: Message<Pdus> = rasn::ber::decode(&bytes).expect("decodes");
+            let Pdus::Trap(Trap(pdu)) = msg.data else {
+                panic!("not an SNMPv2-Trap: {:?}", msg.data)
+            };
+            let names: Vec<Vec<u32>> = pdu
+                .variable_bindings
+                .iter()
+                .map(|vb| arcs(&vb.name))
+                .collect();
+            let mut want = vec![
+                SYS_UPTIME.to_vec(),
+                SNMP_TRAP_OID.to_vec(),
+                entry(2),
+                entry(3),
+            ];
+            want.extend(state.map(|_| entry(5)));
+            assert_eq!(names, want, "{label}");
+            let VarBindValue::Value(ObjectSyntax::Simple(SimpleSyntax::ObjectId(trap_oid))) =
+                &pdu.variable_bindings[1].value
+            else {
+                panic!("snmpTrapOID.0 is not an OID")
+            };
+            assert_eq!(arcs(trap_oid), root(&[0, number]), "{label}");
+            let values: Vec<&VarBindValue> =
+                pdu.variable_bindings.iter().map(|vb| &vb.value).collect();
+            let string = |v: &VarBindValue| match v {
+                VarBindValue::Value(ObjectSyntax::Simple(SimpleSyntax::String(s))) => {
+                    s.as_ref().to_vec()
+                }
+                other => panic!("not a string: {other:?}"),
+            };
+            assert_eq!(string(values[2]), b"web");
+            assert_eq!(string(values[3]), b"10.0.0.7:8080");
+            if let Some(state) = state {
+                assert_eq!(
+                    values[4],
+                    &VarBindValue::Value(ObjectSyntax::Simple(SimpleSyntax::Integer(
+                        Integer::from(state)
+                    ))),
+                    "{label}"
+                );
+            }
+        }
+    }
+
+    /// The instances an endpoint notification names are the endpoint table's cells
+    /// of that endpoint, with the values the agent serves there.
+    #[test]
+    fn endpoint_notifications_name_the_endpoints_table_row() {
+        use crate::balancer::registry::BreakerState;
+        let stats = Arc::new(Stats::default());
+        let _other = stats.endpoints.row("db", "10.0.0.1:5432", 1);
+        let row = stats.endpoints.row("web", "10.0.0.7:8080", 1);
+        let mut rx = stats.endpoints.subscribe();
+        row.set_breaker(BreakerState::Open);
+        row.announce(EndpointChange::BreakerOpened);
+        let n = Notification::from_endpoint(&rx.try_recv().expect("an event"));
+        assert_eq!(n, {
+            let mut want = endpoint(EndpointChange::BreakerOpened);
+            if let Notification::Endpoint { index, .. } = &mut want {
+                *index = 2;
+            }
+            want
+        });
+        let system = mib::System {
+            descr: String::new(),
+            name: String::new(),
+            contact: String::new(),
+            location: String::new(),
+            uptime_ticks: 0,
+            mode: 1,
+        };
+        let view = mib::View::build(&system, &Default::default(), stats.snapshot());
+        let objects = n.objects();
+        assert_eq!(objects.len(), 3);
+        for (oid, value) in objects {
+            assert_eq!(view.get(&oid), Ok(value), "{oid:?}");
+        }
     }
 
     #[test]

@@ -228,7 +228,8 @@ pub const EVENT_CAPACITY: usize = 256;
 ///
 /// Carries the session itself (an `Arc` clone: publishing allocates nothing) so a
 /// listener reads its id, peer and remote address as the peer table showed them.
-/// New kinds of events (endpoints, breakers) are new variants.
+/// Endpoints' health and breaker transitions have a channel of their own, in the
+/// registry ([`Endpoints::subscribe`]).
 #[derive(Clone, Debug)]
 pub enum TunnelEvent {
     /// A session completed its handshakes and now has a row in the peer table.
