@@ -79,8 +79,6 @@ fn every_command_answers_over_the_real_socket() {
         .as_u64()
         .is_some_and(|n| n > 0));
 
-    // Subsystems of later issues answer E_NOT_AVAILABLE, never a fake success, and
-    // still check their arguments first.
     let metrics = ctl.call(8, "metrics", json!({}));
     assert_eq!(metrics["ok"], true, "{metrics}");
     assert_eq!(
@@ -89,8 +87,14 @@ fn every_command_answers_over_the_real_socket() {
     );
     let connections = ctl.call(9, "connections", json!({}));
     assert_eq!(connections["data"]["active"], 0, "{connections}");
-    let not_yet = [
-        ("endpoints", json!({})),
+    // A server without services lists no endpoints and no breakers, and refuses
+    // commands for a service it does not have.
+    for (i, command) in ["endpoints", "breakers"].into_iter().enumerate() {
+        let reply = ctl.call(10 + i as u64, command, json!({}));
+        assert_eq!(reply["ok"], true, "{reply}");
+        assert_eq!(reply["data"][command], json!([]), "{reply}");
+    }
+    let no_service = [
         (
             "endpoint.add",
             json!({"service": "web", "address": "127.0.0.1:1", "weight": 2}),
@@ -103,13 +107,17 @@ fn every_command_answers_over_the_real_socket() {
             "endpoint.drain",
             json!({"service": "web", "address": "127.0.0.1:1"}),
         ),
-        ("breakers", json!({})),
         ("breaker.reset", json!({"service": "web"})),
-        ("limits", json!({})),
-        ("limits.set", json!({"rate": 1000})),
     ];
+    for (i, (command, args)) in no_service.into_iter().enumerate() {
+        let reply = ctl.call(12 + i as u64, command, args);
+        assert_eq!(error_code(&reply), "E_BAD_ARGS", "{command}: {reply}");
+    }
+    // Rate limiting does not exist yet: E_NOT_AVAILABLE, never a fake success, with
+    // the arguments still checked first.
+    let not_yet = [("limits", json!({})), ("limits.set", json!({"rate": 1000}))];
     for (i, (command, args)) in not_yet.into_iter().enumerate() {
-        let reply = ctl.call(10 + i as u64, command, args);
+        let reply = ctl.call(20 + i as u64, command, args);
         assert_eq!(error_code(&reply), "E_NOT_AVAILABLE", "{command}");
     }
     let reply = ctl.call(30, "endpoint.add", json!({"service": "web"}));
