@@ -206,9 +206,11 @@ pub struct StreamSnapshot {
     pub total: u64,
     /// Most live at once.
     pub peak: u64,
-    /// Refused before carrying a byte, by code.
+    /// Refused before they were admitted (the limit, no tunnel, an unknown service),
+    /// by code.
     pub refused: Vec<(ErrorCode, u64)>,
-    /// Ended by a reset, by code.
+    /// Admitted and then ended by a reset, by code: a server stream no endpoint
+    /// could take is counted here (`E_NO_ENDPOINT`).
     pub reset: Vec<(ErrorCode, u64)>,
     /// Bytes read from local sockets and sent over the tunnel.
     pub bytes_sent: u64,

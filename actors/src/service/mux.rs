@@ -394,7 +394,6 @@ async fn serve(
             slog::warn!(mux.log, "stream refused";
                 "service" => &stream.service, "stream" => stream.id,
                 "code" => e.code, "reason" => e.message);
-            mux.hub.stats.streams.refused(e.code);
             mux.send_close(stream.id, e.code.wire()).await;
             Ending::Reset(e.code)
         }
