@@ -9,14 +9,13 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::{Shutdown, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::netns::{Lab, Netns, Spawned};
+use common::echo::Backend;
+use common::netns::{Lab, Netns};
+use common::snmp::{binding, TrapReceiver};
 use common::{cert_init, Daemon};
 use nix::sys::signal::Signal;
 
@@ -32,76 +31,6 @@ const SERVICE: &str = "127.0.0.1:7001";
 const BACKEND: u16 = 9001;
 /// Where snmptrapd listens for SNMPv2c notifications, in the server's namespace.
 const TRAP_PORT: u16 = 10162;
-
-/// An echo backend in a namespace: says its name on a line, then echoes. Stops
-/// listening and cuts its connections when dropped.
-struct Backend {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Backend {
-    fn start(ns: &Netns, name: &str, port: u16) -> Self {
-        let listener = ns
-            .thread(move || TcpListener::bind(("127.0.0.1", port)))
-            .join()
-            .expect("bind thread")
-            .unwrap_or_else(|e| panic!("backend {port}: {e}"));
-        listener.set_nonblocking(true).expect("nonblocking");
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let (stop, name) = (stop.clone(), name.to_owned());
-            std::thread::spawn(move || {
-                let mut conns = Vec::new();
-                while !stop.load(Relaxed) {
-                    match listener.accept() {
-                        Ok((s, _)) => {
-                            s.set_nonblocking(false).expect("blocking");
-                            conns.push(s.try_clone().expect("clone"));
-                            let name = name.clone();
-                            std::thread::spawn(move || echo(s, &name));
-                        }
-                        Err(_) => std::thread::sleep(Duration::from_millis(5)),
-                    }
-                }
-                for c in conns {
-                    let _ = c.shutdown(Shutdown::Both);
-                }
-            })
-        };
-        Self {
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for Backend {
-    fn drop(&mut self) {
-        self.stop.store(true, Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn echo(mut s: TcpStream, name: &str) {
-    if s.write_all(format!("{name}\n").as_bytes()).is_err() {
-        return;
-    }
-    let mut buf = [0u8; 16 * 1024];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                if s.write_all(&buf[..n]).is_err() {
-                    return;
-                }
-            }
-        }
-    }
-    let _ = s.shutdown(Shutdown::Write);
-}
 
 /// In `cli`: connects to the client's service, reads the backend's name, sends
 /// `data`, half-closes and reads the echo to its end.
@@ -258,138 +187,13 @@ fn client_fails_over_to_the_second_server_with_its_services_when_the_first_dies(
     assert_eq!(up["inner"], "10.77.0.2", "{up}");
 }
 
-/// The IETF base MIBs, fetched by `.ci/base-mibs.sh` into target/base-mibs.
-fn base_mibs() -> PathBuf {
-    let dir = common::repo().join("target").join("base-mibs");
-    let out = Command::new("bash")
-        .arg(common::repo().join(".ci/base-mibs.sh"))
-        .arg(&dir)
-        .output()
-        .expect("bash runs");
-    assert!(
-        out.status.success(),
-        "base-mibs.sh: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    dir
-}
-
-/// snmptrapd in `ns`, accepting SNMPv2c notifications for community "public" on
-/// 127.0.0.1:[`TRAP_PORT`] and printing each (`-Lo`) as a header line and a line of
-/// tab-separated bindings named by SSSONECTOR-MIB; a thread reads them. Killed on
-/// drop.
-struct TrapReceiver {
-    _child: Spawned,
-    lines: std::sync::mpsc::Receiver<String>,
-    /// Every line so far.
-    seen: Vec<String>,
-}
-
-impl TrapReceiver {
-    fn start(ns: &Netns, dir: &Path) -> Self {
-        let conf = dir.join("snmptrapd.conf");
-        std::fs::write(&conf, "authCommunity log public\n").expect("snmptrapd.conf written");
-        let base = base_mibs();
-        let persistent = common::repo().join("target").join("snmp-persistent");
-        std::fs::create_dir_all(&persistent).expect("dir");
-        let mibs = format!(
-            "{}:{}",
-            base.display(),
-            common::repo().join("mibs").display()
-        );
-        let mut cmd = ns.command("env");
-        cmd.arg(format!("SNMPCONFPATH={}", base.display()))
-            .arg(format!("SNMP_PERSISTENT_DIR={}", persistent.display()))
-            .arg("snmptrapd")
-            .args(["-M", &mibs, "-m", "SNMPv2-MIB:SSSONECTOR-MIB"])
-            .args(["-f", "-Lo", "-C", "-c"])
-            .arg(&conf)
-            .arg(format!("udp:127.0.0.1:{TRAP_PORT}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd
-            .spawn()
-            .expect("snmptrapd runs (apt-get install snmptrapd)");
-        let (tx, lines) = std::sync::mpsc::channel();
-        let stdout = child.stdout.take().expect("stdout piped");
-        let stderr = child.stderr.take().expect("stderr piped");
-        for (pipe, prefix) in [
-            (Box::new(stdout) as Box<dyn Read + Send>, ""),
-            (Box::new(stderr), "stderr: "),
-        ] {
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                    if tx.send(format!("{prefix}{line}")).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-        let mut receiver = Self {
-            _child: Spawned::new(child),
-            lines,
-            seen: Vec::new(),
-        };
-        receiver.next(|l| l.starts_with("NET-SNMP version"), WAIT, "its start");
-        receiver
-    }
-
-    /// Reads lines until one satisfies `matches` (returned) or `limit` passes.
-    fn next(&mut self, matches: impl Fn(&str) -> bool, limit: Duration, what: &str) -> String {
-        let deadline = Instant::now() + limit;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line);
-                    let last = self.seen.last().expect("just pushed");
-                    if matches(last) {
-                        return last.clone();
-                    }
-                }
-                Err(_) => panic!(
-                    "snmptrapd printed no {what} within {limit:?}; it printed:\n{}",
-                    self.seen.join("\n")
-                ),
-            }
-        }
-    }
-
-    /// The bindings of the next notification `name`.
-    fn notification(&mut self, name: &str, limit: Duration) -> String {
-        let tag = format!("snmpTrapOID.0 = OID: SSSONECTOR-MIB::{name}");
-        self.next(
-            |l| l.contains(&format!("{tag}\t")) || l.ends_with(&tag),
-            limit,
-            name,
-        )
-    }
-}
-
-/// The instance and value of `object` in a record's bindings: for
-/// `SSSONECTOR-MIB::sssEndpointService.3 = STRING: echo`, ("3", "echo").
-fn binding(record: &str, object: &str) -> (String, String) {
-    let prefix = format!("SSSONECTOR-MIB::{object}.");
-    record
-        .split('\t')
-        .find_map(|b| b.strip_prefix(&prefix))
-        .and_then(|rest| {
-            let (instance, value) = rest.split_once(" = ")?;
-            let value = value.split_once(": ").map_or(value, |(_, v)| v);
-            Some((instance.to_owned(), value.trim_matches('"').to_owned()))
-        })
-        .unwrap_or_else(|| panic!("no {object} in {record}"))
-}
-
 #[test]
 fn an_endpoint_going_down_and_up_is_notified_to_snmptrapd() {
     let lab = Lab::new();
     let dir = tempfile::tempdir().expect("temp dir");
     cert_init(dir.path(), SERVER_NAME, &["c1"]);
     let srv = lab.netns("srv");
-    let mut traps = TrapReceiver::start(&srv, dir.path());
+    let mut traps = TrapReceiver::start(&srv, dir.path(), "", &[TRAP_PORT]);
     let backend = Backend::start(&srv, "b1", BACKEND);
     let config = server_yaml(
         dir.path(),
@@ -405,7 +209,7 @@ fn an_endpoint_going_down_and_up_is_notified_to_snmptrapd() {
     server.wait_for("listening", WAIT);
 
     drop(backend);
-    let down = traps.notification("sssEndpointDown", WAIT);
+    let down = traps.next("sssEndpointDown", WAIT);
     let (row, service) = binding(&down, "sssEndpointService");
     assert_eq!(service, "echo", "{down}");
     assert_eq!(
@@ -420,7 +224,7 @@ fn an_endpoint_going_down_and_up_is_notified_to_snmptrapd() {
     );
 
     let _backend = Backend::start(&srv, "b1", BACKEND);
-    let up = traps.notification("sssEndpointUp", WAIT);
+    let up = traps.next("sssEndpointUp", WAIT);
     assert_eq!(
         binding(&up, "sssEndpointService"),
         (row.clone(), "echo".into()),

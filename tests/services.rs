@@ -9,12 +9,12 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::{Shutdown, TcpStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Barrier, Mutex};
+use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
+use common::echo::Backend;
 use common::netns::{Lab, Netns};
 use common::{cert_init, Control, Daemon};
 use serde_json::{json, Value};
@@ -27,104 +27,6 @@ const SERVER_UNDERLAY: &str = "192.168.1.1";
 const SERVICE: &str = "127.0.0.1:7001";
 /// First backend port in the server's namespace; backend i listens on BACKEND + i.
 const BACKEND: u16 = 9001;
-
-/// An echo backend in a namespace: says its name, then echoes. Counts the
-/// connections that sent at least one byte (health checks send none).
-struct Backend {
-    port: u16,
-    served: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-    conns: Arc<Mutex<Vec<TcpStream>>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Backend {
-    fn start(ns: &Netns, name: &str, port: u16) -> Self {
-        let served = Arc::new(AtomicU64::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let conns = Arc::new(Mutex::new(Vec::new()));
-        let listener = ns
-            .thread(move || TcpListener::bind(("127.0.0.1", port)))
-            .join()
-            .expect("bind thread")
-            .unwrap_or_else(|e| panic!("backend {port}: {e}"));
-        listener.set_nonblocking(true).expect("nonblocking");
-        let thread = {
-            let (served, stop, conns, name) =
-                (served.clone(), stop.clone(), conns.clone(), name.to_owned());
-            std::thread::spawn(move || {
-                while !stop.load(Relaxed) {
-                    match listener.accept() {
-                        Ok((s, _)) => {
-                            s.set_nonblocking(false).expect("blocking");
-                            conns
-                                .lock()
-                                .expect("conns")
-                                .push(s.try_clone().expect("clone"));
-                            let (served, name) = (served.clone(), name.clone());
-                            std::thread::Builder::new()
-                                .stack_size(64 * 1024)
-                                .spawn(move || echo(s, &name, &served))
-                                .expect("echo thread");
-                        }
-                        Err(_) => std::thread::sleep(Duration::from_millis(5)),
-                    }
-                }
-            })
-        };
-        Self {
-            port,
-            served,
-            stop,
-            conns,
-            thread: Some(thread),
-        }
-    }
-
-    /// Stops listening and cuts every connection, as a crash would.
-    fn kill(&mut self) {
-        self.stop.store(true, Relaxed);
-        if let Some(t) = self.thread.take() {
-            t.join().expect("accept thread");
-        }
-        for c in self.conns.lock().expect("conns").drain(..) {
-            let _ = c.shutdown(Shutdown::Both);
-        }
-    }
-
-    fn served(&self) -> u64 {
-        self.served.load(Relaxed)
-    }
-}
-
-impl Drop for Backend {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn echo(mut s: TcpStream, name: &str, served: &AtomicU64) {
-    if s.write_all(format!("{name}\n").as_bytes()).is_err() {
-        return;
-    }
-    let mut buf = [0u8; 16 * 1024];
-    let mut counted = false;
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                if !counted {
-                    served.fetch_add(1, Relaxed);
-                    counted = true;
-                }
-                if s.write_all(&buf[..n]).is_err() {
-                    return;
-                }
-            }
-        }
-    }
-    let _ = s.shutdown(Shutdown::Write);
-}
 
 /// A server with one service `echo` over `backends` and a client offering it on
 /// [`SERVICE`], in two namespaces joined by a veth pair.

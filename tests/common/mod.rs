@@ -4,7 +4,9 @@
 
 #![allow(dead_code)]
 
+pub mod echo;
 pub mod netns;
+pub mod snmp;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
