@@ -25,6 +25,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+
+use crate::tunnel::stats::{DurationHistogram, Durations};
 use tokio::sync::broadcast;
 
 /// Upper bounds, in seconds, of the stream duration histogram's buckets: streams run
@@ -150,10 +152,8 @@ pub struct EndpointRow {
     last_check_ms: AtomicU64,
     /// Removed from the configuration: gone once `active` is 0.
     retired: AtomicBool,
-    /// Finished streams per duration bucket (not cumulative); the rest are longer.
-    duration_buckets: [AtomicU64; STREAM_DURATION_BUCKETS.len()],
-    durations_ms: AtomicU64,
-    finished: AtomicU64,
+    /// Finished streams' durations.
+    durations: Durations,
     /// The registry's event channel, for [`Self::announce`].
     events: broadcast::Sender<EndpointEvent>,
 }
@@ -189,9 +189,7 @@ impl EndpointRow {
             failed_checks: AtomicU64::new(0),
             last_check_ms: AtomicU64::new(0),
             retired: AtomicBool::new(false),
-            duration_buckets: Default::default(),
-            durations_ms: AtomicU64::new(0),
-            finished: AtomicU64::new(0),
+            durations: Durations::new(&STREAM_DURATION_BUCKETS),
         }
     }
 
@@ -233,13 +231,7 @@ impl EndpointRow {
         let _ = self
             .active
             .fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(1)));
-        let ms = u64::try_from(lasted.as_millis()).unwrap_or(u64::MAX);
-        self.durations_ms.fetch_add(ms, Relaxed);
-        let secs = lasted.as_secs_f64();
-        if let Some(i) = STREAM_DURATION_BUCKETS.iter().position(|b| secs <= *b) {
-            self.duration_buckets[i].fetch_add(1, Relaxed);
-        }
-        self.finished.fetch_add(1, Relaxed);
+        self.durations.record(lasted);
     }
 
     pub(crate) fn connect_failed(&self) {
@@ -296,15 +288,6 @@ impl EndpointRow {
 
     /// A copy of every number now.
     pub fn view(&self) -> EndpointView {
-        let mut cumulative = 0;
-        let buckets = STREAM_DURATION_BUCKETS
-            .iter()
-            .zip(&self.duration_buckets)
-            .map(|(bound, n)| {
-                cumulative += n.load(Relaxed);
-                (*bound, cumulative)
-            })
-            .collect();
         let last = self.last_check_ms.load(Relaxed);
         let now_ms = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
         EndpointView {
@@ -326,11 +309,7 @@ impl EndpointRow {
             checks: self.checks.load(Relaxed),
             failed_checks: self.failed_checks.load(Relaxed),
             last_check_ms_ago: (last > 0).then(|| now_ms.saturating_sub(last - 1)),
-            durations: StreamDurations {
-                buckets,
-                count: self.finished.load(Relaxed),
-                sum_seconds: self.durations_ms.load(Relaxed) as f64 / 1000.0,
-            },
+            durations: self.durations.histogram(),
         }
     }
 }
@@ -377,19 +356,7 @@ pub struct EndpointView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_check_ms_ago: Option<u64>,
     /// Durations of finished streams.
-    pub durations: StreamDurations,
-}
-
-/// Finished streams' durations.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct StreamDurations {
-    /// (upper bound in seconds, streams at most that long), cumulative, in
-    /// [`STREAM_DURATION_BUCKETS`] order.
-    pub buckets: Vec<(f64, u64)>,
-    /// Streams finished.
-    pub count: u64,
-    /// Their durations added up, in seconds.
-    pub sum_seconds: f64,
+    pub durations: DurationHistogram,
 }
 
 /// Every endpoint row of every service; share it as `Arc<Endpoints>` (it is in

@@ -23,7 +23,7 @@ use serde_json::{json, Map, Value};
 use sssonector_config::Mode;
 
 use crate::balancer::registry::BreakerState;
-use crate::tunnel::stats::{DropReason, Stats};
+use crate::tunnel::stats::{DropReason, DurationHistogram, Stats};
 
 /// The text format version `/metrics` serves.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -367,21 +367,14 @@ fn sample(labels: &[&str], value: f64, spec_labels: &[&str], kind: MetricType) -
     m
 }
 
-/// A histogram sample with `labels` (in the order of `spec_labels`) from cumulative
-/// `(upper bound, count)` buckets.
-fn histogram(
-    labels: &[&str],
-    spec_labels: &[&str],
-    buckets: &[(f64, u64)],
-    count: u64,
-    sum: f64,
-) -> proto::Metric {
+/// A histogram sample of `d` with `labels` (in the order of `spec_labels`).
+fn histogram(labels: &[&str], spec_labels: &[&str], d: &DurationHistogram) -> proto::Metric {
     let mut m = labelled(labels, spec_labels);
     let mut h = proto::Histogram::default();
-    h.set_sample_count(count);
-    h.set_sample_sum(sum);
+    h.set_sample_count(d.count);
+    h.set_sample_sum(d.sum_seconds);
     h.set_bucket(
-        buckets
+        d.buckets
             .iter()
             .map(|(bound, n)| {
                 let mut b = proto::Bucket::default();
@@ -524,8 +517,7 @@ impl Collector for TunnelCollector {
             s.reconnects as f64,
         );
         let (spec, family) = f.at("sssonector_tunnel_session_duration_seconds");
-        let d = &s.durations;
-        let m = histogram(&[], spec.labels, &d.buckets, d.count, d.sum_seconds);
+        let m = histogram(&[], spec.labels, &s.durations);
         family.mut_metric().push(m);
         let st = self.stats.streams.snapshot();
         f.add("sssonector_streams_active", &[], st.active as f64);
@@ -556,13 +548,7 @@ impl Collector for TunnelCollector {
             st.bytes_received as f64,
         );
         let (spec, family) = f.at("sssonector_stream_duration_seconds");
-        let m = histogram(
-            &[],
-            spec.labels,
-            &st.durations,
-            st.closed,
-            st.duration_seconds,
-        );
+        let m = histogram(&[], spec.labels, &st.durations);
         family.mut_metric().push(m);
         f.done()
     }
@@ -699,8 +685,7 @@ impl Collector for EndpointCollector {
             f.add(bytes, &[l[0], l[1], "in"], e.bytes_in as f64);
             f.add(bytes, &[l[0], l[1], "out"], e.bytes_out as f64);
             let (spec, family) = f.at("sssonector_endpoint_stream_duration_seconds");
-            let d = &e.durations;
-            let m = histogram(&l, spec.labels, &d.buckets, d.count, d.sum_seconds);
+            let m = histogram(&l, spec.labels, &e.durations);
             family.mut_metric().push(m);
         }
         f.done()

@@ -31,6 +31,7 @@ use self::mux::{Ending, Mux, Stream};
 use crate::balancer::Balancer;
 use crate::error::ErrorCode;
 use crate::tunnel::hub::Hub;
+use crate::tunnel::stats::{DurationHistogram, Durations};
 
 /// Codes a stream can be refused or reset with, in counter order; anything else is
 /// counted as the last.
@@ -58,7 +59,7 @@ pub const DURATION_BUCKETS: [f64; 10] =
 
 /// The streams' numbers, over every session: the one place `ctl`, Prometheus and
 /// SNMP read them from.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct StreamCounters {
     active: AtomicU64,
     total: AtomicU64,
@@ -67,12 +68,26 @@ pub struct StreamCounters {
     reset: [AtomicU64; STREAM_CODES.len()],
     bytes_sent: AtomicU64,
     bytes_received: AtomicU64,
-    durations: [AtomicU64; DURATION_BUCKETS.len()],
-    duration_ms: AtomicU64,
-    closed: AtomicU64,
+    durations: Durations,
     /// Live streams, for `ctl connections`: touched once at each stream's start
     /// and end, never per byte.
     live: Mutex<HashMap<usize, Weak<Stream>>>,
+}
+
+impl Default for StreamCounters {
+    fn default() -> Self {
+        Self {
+            active: AtomicU64::new(0),
+            total: AtomicU64::new(0),
+            peak: AtomicU64::new(0),
+            refused: Default::default(),
+            reset: Default::default(),
+            bytes_sent: AtomicU64::new(0),
+            bytes_received: AtomicU64::new(0),
+            durations: Durations::new(&DURATION_BUCKETS),
+            live: Mutex::default(),
+        }
+    }
 }
 
 impl StreamCounters {
@@ -155,18 +170,11 @@ impl StreamCounters {
             .fetch_add(stream.bytes_sent.load(Relaxed), Relaxed);
         self.bytes_received
             .fetch_add(stream.bytes_received.load(Relaxed), Relaxed);
-        let ms = u64::try_from(stream.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.duration_ms.fetch_add(ms, Relaxed);
-        let secs = ms as f64 / 1000.0;
-        if let Some(i) = DURATION_BUCKETS.iter().position(|b| secs <= *b) {
-            self.durations[i].fetch_add(1, Relaxed);
-        }
-        self.closed.fetch_add(1, Relaxed);
+        self.durations.record(stream.started.elapsed());
     }
 
     /// A copy of the numbers now.
     pub fn snapshot(&self) -> StreamSnapshot {
-        let mut cumulative = 0;
         StreamSnapshot {
             active: self.active.load(Relaxed),
             total: self.total.load(Relaxed),
@@ -183,16 +191,7 @@ impl StreamCounters {
                 .collect(),
             bytes_sent: self.bytes_sent.load(Relaxed),
             bytes_received: self.bytes_received.load(Relaxed),
-            durations: DURATION_BUCKETS
-                .iter()
-                .zip(&self.durations)
-                .map(|(b, n)| {
-                    cumulative += n.load(Relaxed);
-                    (*b, cumulative)
-                })
-                .collect(),
-            closed: self.closed.load(Relaxed),
-            duration_seconds: self.duration_ms.load(Relaxed) as f64 / 1000.0,
+            durations: self.durations.histogram(),
         }
     }
 }
@@ -216,12 +215,8 @@ pub struct StreamSnapshot {
     pub bytes_sent: u64,
     /// Bytes from the tunnel written to local sockets.
     pub bytes_received: u64,
-    /// (upper bound in seconds, ended streams at most that long), cumulative.
-    pub durations: Vec<(f64, u64)>,
-    /// Ended streams.
-    pub closed: u64,
-    /// Their durations added up.
-    pub duration_seconds: f64,
+    /// Ended streams' durations.
+    pub durations: DurationHistogram,
 }
 
 impl StreamSnapshot {
@@ -241,8 +236,8 @@ impl StreamSnapshot {
             "reset": by_code(&self.reset),
             "bytes_sent": self.bytes_sent,
             "bytes_received": self.bytes_received,
-            "closed": self.closed,
-            "duration_seconds_total": self.duration_seconds,
+            "closed": self.durations.count,
+            "duration_seconds_total": self.durations.sum_seconds,
         })
     }
 }
@@ -539,13 +534,13 @@ mod tests {
         let b = mux::Stream::new(3, "web");
         c.finished(&b, Ending::Reset(ErrorCode::Connect));
         let s = c.snapshot();
-        assert_eq!((s.active, s.closed), (0, 2));
+        assert_eq!((s.active, s.durations.count), (0, 2));
         assert_eq!((s.bytes_sent, s.bytes_received), (100, 7));
         assert_eq!(s.reset[slot(ErrorCode::Connect)].1, 1);
         assert_eq!(s.reset.iter().map(|(_, n)| n).sum::<u64>(), 1);
         // Both ended within the first bucket (10 ms), and the buckets are cumulative.
-        assert_eq!(s.durations.first(), Some(&(0.01, 2)));
-        assert_eq!(s.durations.last(), Some(&(3600.0, 2)));
+        assert_eq!(s.durations.buckets.first(), Some(&(0.01, 2)));
+        assert_eq!(s.durations.buckets.last(), Some(&(3600.0, 2)));
     }
 
     #[test]

@@ -263,10 +263,8 @@ pub struct Stats {
     peak: AtomicU64,
     /// Client: sessions established after the first.
     pub reconnects: AtomicU64,
-    duration_total_ms: AtomicU64,
-    /// Closed sessions per duration bucket (not cumulative); the rest are longer.
-    duration_buckets: [AtomicU64; DURATION_BUCKETS.len()],
-    closed: AtomicU64,
+    /// Closed sessions' durations.
+    durations: Durations,
     /// Sessions starting and ending, for [`Stats::subscribe`]; sent while the
     /// `sessions` lock is held, so a listener that sees no live session has already
     /// been sent every event.
@@ -288,9 +286,7 @@ impl Default for Stats {
             sessions_total: AtomicU64::new(0),
             peak: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
-            duration_total_ms: AtomicU64::new(0),
-            duration_buckets: Default::default(),
-            closed: AtomicU64::new(0),
+            durations: Durations::new(&DURATION_BUCKETS),
             events: broadcast::Sender::new(EVENT_CAPACITY),
             streams: crate::service::StreamCounters::default(),
             endpoints: Arc::default(),
@@ -330,13 +326,7 @@ impl Stats {
         if let Some(code) = code {
             self.session_ends[slot(code)].fetch_add(1, Relaxed);
         }
-        let ms = u64::try_from(session.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.duration_total_ms.fetch_add(ms, Relaxed);
-        let secs = ms as f64 / 1000.0;
-        if let Some(i) = DURATION_BUCKETS.iter().position(|b| secs <= *b) {
-            self.duration_buckets[i].fetch_add(1, Relaxed);
-        }
-        self.closed.fetch_add(1, Relaxed);
+        self.durations.record(session.started.elapsed());
     }
 
     /// A receiver of every [`TunnelEvent`] from now on. It holds at most
@@ -411,15 +401,6 @@ impl Stats {
                 .map(|(c, n)| (*c, n.load(Relaxed)))
                 .collect()
         };
-        let mut cumulative = 0;
-        let buckets = DURATION_BUCKETS
-            .iter()
-            .zip(&self.duration_buckets)
-            .map(|(bound, n)| {
-                cumulative += n.load(Relaxed);
-                (*bound, cumulative)
-            })
-            .collect();
         Snapshot {
             totals,
             current: peers.len() as u64,
@@ -429,11 +410,7 @@ impl Stats {
             reconnects: self.reconnects.load(Relaxed),
             handshake_failures: by_code(&self.handshake_failures),
             ended_by: by_code(&self.session_ends),
-            durations: DurationHistogram {
-                buckets,
-                count: self.closed.load(Relaxed),
-                sum_seconds: self.duration_total_ms.load(Relaxed) as f64 / 1000.0,
-            },
+            durations: self.durations.histogram(),
             endpoints: self.endpoints.snapshot(),
         }
     }
@@ -528,12 +505,66 @@ pub struct PeerView {
     pub counters: Totals,
 }
 
-/// Closed sessions' durations.
-#[derive(Clone, Debug)]
+/// Durations counted into fixed buckets: recording costs three relaxed atomic adds,
+/// reading gives a cumulative [`DurationHistogram`]. Sessions, streams and each
+/// endpoint's streams keep one.
+#[derive(Debug)]
+pub struct Durations {
+    /// Upper bounds of the buckets, in seconds, ascending.
+    bounds: &'static [f64],
+    /// Per bucket, not cumulative; longer ones are in none.
+    counts: Box<[AtomicU64]>,
+    total_ms: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Durations {
+    /// A recorder with buckets up to each of `bounds` (seconds, ascending).
+    pub fn new(bounds: &'static [f64]) -> Self {
+        Self {
+            bounds,
+            counts: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
+            total_ms: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts one that lasted `lasted`.
+    pub fn record(&self, lasted: std::time::Duration) {
+        let ms = u64::try_from(lasted.as_millis()).unwrap_or(u64::MAX);
+        self.total_ms.fetch_add(ms, Relaxed);
+        let secs = lasted.as_secs_f64();
+        if let Some(i) = self.bounds.iter().position(|b| secs <= *b) {
+            self.counts[i].fetch_add(1, Relaxed);
+        }
+        self.count.fetch_add(1, Relaxed);
+    }
+
+    /// What was recorded so far.
+    pub fn histogram(&self) -> DurationHistogram {
+        let mut cumulative = 0;
+        DurationHistogram {
+            buckets: self
+                .bounds
+                .iter()
+                .zip(&*self.counts)
+                .map(|(bound, n)| {
+                    cumulative += n.load(Relaxed);
+                    (*bound, cumulative)
+                })
+                .collect(),
+            count: self.count.load(Relaxed),
+            sum_seconds: self.total_ms.load(Relaxed) as f64 / 1000.0,
+        }
+    }
+}
+
+/// Recorded durations at one moment.
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct DurationHistogram {
-    /// (upper bound in seconds, sessions at most that long), cumulative.
+    /// (upper bound in seconds, how many lasted at most that long), cumulative.
     pub buckets: Vec<(f64, u64)>,
-    /// Sessions closed.
+    /// How many were recorded.
     pub count: u64,
     /// Their durations added up, in seconds.
     pub sum_seconds: f64,
