@@ -1042,6 +1042,27 @@ mod tests {
     }
 
     /// How many of `n` connects went to each address.
+    /// Drains (or undrains) `address`, which the balancer knows.
+    async fn drain(b: &Addr<Balancer>, address: &str, draining: bool) {
+        b.send(Drain {
+            address: address.to_owned(),
+            draining,
+        })
+        .await
+        .expect("alive")
+        .expect("known");
+    }
+
+    /// Resets the breaker of `address`, which the balancer knows.
+    async fn reset(b: &Addr<Balancer>, address: &str) {
+        b.send(ResetBreaker {
+            address: address.to_owned(),
+        })
+        .await
+        .expect("alive")
+        .expect("known");
+    }
+
     async fn spread(b: &Addr<Balancer>, n: usize) -> HashMap<String, usize> {
         let mut counts = HashMap::new();
         for _ in 0..n {
@@ -1183,12 +1204,7 @@ mod tests {
                 connect(&b).await;
             }
             until(&registry, &dead, |v| v.breaker == Shown::Open).await;
-            b.send(ResetBreaker {
-                address: dead.clone(),
-            })
-            .await
-            .expect("alive")
-            .expect("known");
+            reset(&b, &dead).await;
             assert_eq!(
                 view(&registry, &dead).map(|v| v.breaker),
                 Some(Shown::Closed)
@@ -1220,13 +1236,7 @@ mod tests {
             while kept.lease.address() != a1 {
                 kept = connect(&b).await;
             }
-            b.send(Drain {
-                address: a1.clone(),
-                draining: true,
-            })
-            .await
-            .expect("alive")
-            .expect("known");
+            drain(&b, &a1, true).await;
             let counts = spread(&b, 10).await;
             assert_eq!(counts.get(&a2), Some(&10));
             let v = view(&registry, &a1).expect("row");
@@ -1236,13 +1246,7 @@ mod tests {
             assert_eq!(rx.recv().await.as_deref(), Some(&b"still here"[..]));
             drop(kept);
             assert_eq!(view(&registry, &a1).map(|v| v.active), Some(0));
-            b.send(Drain {
-                address: a1.clone(),
-                draining: false,
-            })
-            .await
-            .expect("alive")
-            .expect("known");
+            drain(&b, &a1, false).await;
             assert_eq!(spread(&b, 10).await.get(&a1), Some(&5));
         })
         .await;
@@ -1337,13 +1341,7 @@ mod tests {
             s.priority = true;
             let (b, _) = start(s).await;
             assert_eq!(spread(&b, 5).await.get(&a1), Some(&5));
-            b.send(Drain {
-                address: a1.clone(),
-                draining: true,
-            })
-            .await
-            .expect("alive")
-            .expect("known");
+            drain(&b, &a1, true).await;
             assert_eq!(spread(&b, 5).await.get(&a2), Some(&5));
         })
         .await;
@@ -1421,12 +1419,7 @@ mod tests {
                 (e.address.as_str(), e.change),
                 (address.as_str(), EndpointChange::BreakerOpened)
             );
-            b.send(ResetBreaker {
-                address: address.clone(),
-            })
-            .await
-            .expect("alive")
-            .expect("known");
+            reset(&b, &address).await;
             let e = rx.recv().await.expect("an event");
             assert_eq!(
                 (e.address.as_str(), e.change),
