@@ -166,10 +166,7 @@ fn a_stream_carries_megabytes_both_ways_and_closes_cleanly() {
     let l4 = L4::start(
         &lab,
         srv,
-        &format!(
-            "endpoints: [ {{ address: \"127.0.0.1:{}\" }} ]",
-            backend.port
-        ),
+        &service("round_robin", &[backend.port], &[]),
         "",
         "",
     );
@@ -207,10 +204,7 @@ fn a_thousand_concurrent_streams_each_carry_their_own_data() {
     let l4 = L4::start(
         &lab,
         srv,
-        &format!(
-            "endpoints: [ {{ address: \"127.0.0.1:{}\" }} ]",
-            backend.port
-        ),
+        &service("round_robin", &[backend.port], &[]),
         "connection: { max_connections: 5000 }\n",
         "connection: { max_connections: 5000 }\n",
     );
@@ -280,10 +274,7 @@ fn a_stalled_stream_holds_one_window_and_the_others_go_on() {
     let l4 = L4::start(
         &lab,
         srv,
-        &format!(
-            "endpoints: [ {{ address: \"127.0.0.1:{}\" }} ]",
-            backend.port
-        ),
+        &service("round_robin", &[backend.port], &[]),
         "",
         "",
     );
