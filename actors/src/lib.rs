@@ -14,6 +14,8 @@
 //!   [`tunnel::codec`] (the frame format, protocol version 1), [`tunnel::session`]
 //!   (Hello/Accept and the server's decision), [`tunnel::hub`] (the per-packet path
 //!   and routing), [`tunnel::stats`] (the counters).
+//! - [`service`] (layer 4): streams multiplexed on a session ([`service::mux`]),
+//!   the client's ServiceListeners, and the streams' limits and counters.
 //! - [`balancer`] (layer 4): the Balancer actor, one per service (and one for a
 //!   client's tunnel servers): picks an endpoint per stream, connects with failover,
 //!   runs health checks; [`balancer::strategy`] (round robin, least connections,

@@ -39,7 +39,7 @@ use crate::tunnel::hub::{Chunk, Hub, STREAM_CHUNK};
 /// Most data bytes one `StreamData` frame carries: a pooled stream chunk's worth.
 pub const DATA_MAX: usize = STREAM_CHUNK - HEADER - 4;
 /// Consumed bytes a receiver collects before it grants them back: a quarter window,
-/// so a busy stream sends one `StreamWindow` per 128 KiB and never runs dry.
+/// so a busy stream sends one `StreamWindow` per 512 KiB and never runs dry.
 const GRANT_AT: u32 = STREAM_WINDOW / 4;
 /// Refusals and grants that may wait for the writer before the peer is judged to
 /// be flooding the session with stream opens it cannot have.
