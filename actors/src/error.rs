@@ -110,6 +110,9 @@ error_codes! {
     Connect => "E_CONNECT",
     /// A forwarded stream was cut: its socket failed or the tunnel under it ended.
     StreamReset => "E_STREAM_RESET",
+    /// A client made new connections, handshakes or streams faster than
+    /// `throttle.requests` allows: this one was refused.
+    RateLimited => "E_RATE_LIMITED",
     /// A bug: an invariant did not hold.
     Internal => "E_INTERNAL",
 }

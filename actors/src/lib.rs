@@ -44,6 +44,7 @@ pub mod error;
 pub mod listener;
 pub mod logging;
 pub mod metrics;
+pub mod ratelimit;
 pub mod service;
 pub mod snmp;
 pub mod tun;

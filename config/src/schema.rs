@@ -79,6 +79,11 @@ pub mod defaults {
     pub const MAX_FRAME: u64 = 64 * 1024;
     /// `throttle.cleanup_time`: idle buckets are dropped after this.
     pub const CLEANUP_TIME: Duration = Duration::from_secs(300);
+    /// `throttle.requests.burst`.
+    pub const REQUEST_BURST: u32 = 20;
+    /// The largest `throttle.*.weight`: enough to express any sensible ratio, small
+    /// enough that weighted shares never overflow.
+    pub const MAX_WEIGHT: u32 = 1000;
     /// `monitor.prometheus.listen`.
     pub const PROMETHEUS_LISTEN: &str = "127.0.0.1:9650";
     /// `monitor.snmp.listen`: an unprivileged port by default.
@@ -384,21 +389,38 @@ impl Default for Breaker {
     }
 }
 
-/// `throttle`: token-bucket rate limiting.
+/// `throttle`: token-bucket rate limiting of what this daemon sends into the tunnel.
+///
+/// Each connection (a tunnel peer's packets, a service stream's bytes) has its own
+/// bucket; `global_rate` is shared fairly by all of them. `services` and `clients`
+/// override the per-connection numbers, and `requests` limits how fast one client
+/// (certificate name or source address) may open connections.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Throttle {
-    /// Whether limiting is on. Default false. Reload: live.
+    /// Whether limiting is on. Default false. Reload: live, also for open connections.
     pub enabled: bool,
-    /// Per-connection rate, bytes per second. Default 12500000 (100 Mbit/s).
+    /// Per-connection rate, bytes per second. Default 12500000 (100 Mbit/s). Reload:
+    /// live, also for open connections.
     pub rate: u64,
     /// Per-connection bucket size, bytes; at least 65536 (one frame). Default 1048576.
+    /// Reload: live.
     pub burst: u64,
     /// Rate shared fairly by all connections, bytes per second; 0 = no global limit.
-    /// Default 0.
+    /// Default 0. Reload: live.
     pub global_rate: u64,
-    /// Idle time after which a connection's bucket is dropped. Default 5m.
+    /// Idle time after which a request limiter's bucket for one client is dropped.
+    /// Default 5m. Reload: live.
     pub cleanup_time: DurationValue,
+    /// New connections and handshakes per client. Reload: live.
+    pub requests: Requests,
+    /// Per-service overrides of `rate`, `burst` and `weight`, by service name.
+    /// Default none. Reload: live.
+    pub services: BTreeMap<String, ThrottleOverride>,
+    /// Per-client overrides, by client certificate name (server) or tunnel server
+    /// name (client). A stream with both a service and a client override takes the
+    /// service's. Default none. Reload: live.
+    pub clients: BTreeMap<String, ThrottleOverride>,
 }
 
 impl Default for Throttle {
@@ -409,8 +431,46 @@ impl Default for Throttle {
             burst: defaults::BURST,
             global_rate: 0,
             cleanup_time: DurationValue::of(defaults::CLEANUP_TIME),
+            requests: Requests::default(),
+            services: BTreeMap::new(),
+            clients: BTreeMap::new(),
         }
     }
+}
+
+/// `throttle.requests`: a token bucket per client key (certificate name, or source
+/// address before the handshake) for new tunnel connections, handshakes and
+/// streams; one over the limit is refused with `E_RATE_LIMITED`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Requests {
+    /// Requests per second per client; 0 = no request limit. Default 0.
+    pub rate: u32,
+    /// Requests one client may make at once after a quiet spell; at least 1 when
+    /// `rate` is set. Default 20.
+    pub burst: u32,
+}
+
+impl Default for Requests {
+    fn default() -> Self {
+        Self {
+            rate: 0,
+            burst: defaults::REQUEST_BURST,
+        }
+    }
+}
+
+/// `throttle.services.<name>` and `throttle.clients.<name>`: what differs from the
+/// `throttle` defaults for those connections.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct ThrottleOverride {
+    /// Per-connection rate, bytes per second. Default: `throttle.rate`.
+    pub rate: Option<u64>,
+    /// Per-connection bucket size, bytes, at least 65536. Default: `throttle.burst`.
+    pub burst: Option<u64>,
+    /// Share of `global_rate` relative to other connections, 1 to 1000. Default 1.
+    pub weight: Option<u32>,
 }
 
 /// `security`: who may connect and how.

@@ -308,16 +308,7 @@ impl Validator {
         self.duration("throttle.cleanup_time", &t.cleanup_time);
         if t.enabled {
             self.at_least("throttle.rate", t.rate, 1);
-            if t.burst < defaults::MAX_FRAME {
-                self.fail(
-                    "throttle.burst",
-                    format!(
-                        "{} is below one frame ({} bytes): no frame could ever pass",
-                        t.burst,
-                        defaults::MAX_FRAME
-                    ),
-                );
-            }
+            self.burst("throttle.burst", t.burst);
             if t.global_rate != 0 && t.global_rate < t.rate {
                 self.fail(
                     "throttle.global_rate",
@@ -327,6 +318,46 @@ impl Validator {
                     ),
                 );
             }
+        }
+        if t.requests.rate > 0 {
+            self.at_least("throttle.requests.burst", t.requests.burst.into(), 1);
+        }
+        let services: Vec<&str> = c.services.iter().map(|s| s.name.as_str()).collect();
+        for (name, o) in &t.services {
+            let path = format!("throttle.services.{name}");
+            if !services.contains(&name.as_str()) {
+                self.fail(&path, "no service of that name in `services`");
+            }
+            self.throttle_override(&path, o);
+        }
+        for (name, o) in &t.clients {
+            self.throttle_override(&format!("throttle.clients.{name}"), o);
+        }
+    }
+
+    fn throttle_override(&mut self, path: &str, o: &crate::schema::ThrottleOverride) {
+        if let Some(rate) = o.rate {
+            self.at_least(&format!("{path}.rate"), rate, 1);
+        }
+        if let Some(burst) = o.burst {
+            self.burst(&format!("{path}.burst"), burst);
+        }
+        if let Some(weight) = o.weight {
+            let path = format!("{path}.weight");
+            self.at_least(&path, weight.into(), 1);
+            self.at_most(&path, weight.into(), defaults::MAX_WEIGHT.into());
+        }
+    }
+
+    fn burst(&mut self, path: &str, burst: u64) {
+        if burst < defaults::MAX_FRAME {
+            self.fail(
+                path,
+                format!(
+                    "{burst} is below one frame ({} bytes): no frame could ever pass",
+                    defaults::MAX_FRAME
+                ),
+            );
         }
     }
 

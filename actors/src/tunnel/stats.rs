@@ -32,16 +32,20 @@ pub enum DropReason {
     Malformed,
     /// The TUN device refused the packet.
     TunWrite,
+    /// The session is rate limited and its packet queue held `QUEUE_DELAY` at its
+    /// rate already.
+    Throttled,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 5] = [
+    pub const ALL: [DropReason; 6] = [
         DropReason::NoRoute,
         DropReason::QueueFull,
         DropReason::SourceMismatch,
         DropReason::Malformed,
         DropReason::TunWrite,
+        DropReason::Throttled,
     ];
 
     /// Stable name, used as a metric label.
@@ -52,6 +56,7 @@ impl DropReason {
             DropReason::SourceMismatch => "source_mismatch",
             DropReason::Malformed => "malformed",
             DropReason::TunWrite => "tun_write",
+            DropReason::Throttled => "throttled",
         }
     }
 }
@@ -274,6 +279,8 @@ pub struct Stats {
     /// The layer-4 services' endpoints, one row each: kept here so that metrics,
     /// SNMP and `ctl` reach them wherever they reach the tunnel's numbers.
     pub endpoints: Arc<Endpoints>,
+    /// Rate limiting: policy, per-connection flows, limiter rows.
+    pub limits: Arc<crate::ratelimit::Limits>,
 }
 
 impl Default for Stats {
@@ -290,6 +297,7 @@ impl Default for Stats {
             events: broadcast::Sender::new(EVENT_CAPACITY),
             streams: crate::service::StreamCounters::default(),
             endpoints: Arc::default(),
+            limits: Arc::default(),
         }
     }
 }
