@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::drain::DrainToken;
 use crate::error::ErrorCode;
+use crate::ratelimit::Throttle;
 use crate::service::mux::Mux;
 use crate::tunnel::hub::{Chunk, Hub, Inbound, PeerTx};
 use crate::tunnel::stats::Session;
@@ -114,7 +115,16 @@ impl Actor for Connection {
         let session = io.session.clone();
         self.hub.stats.opened(session.clone());
         let inbound = Inbound::new(self.hub.clone(), session.counters.clone(), io.route);
-        let (mux, demux) = Mux::new(self.hub.clone(), io.peer.tx.clone(), self.log.clone());
+        let peer_name: Arc<str> = session.peer.as_str().into();
+        let limits = self.hub.stats.limits.clone();
+        let flow = limits.flow(peer_name.clone(), None, 0);
+        let _ = io.peer.flow.set(flow.clone());
+        let (mux, demux) = Mux::new(
+            self.hub.clone(),
+            io.peer.tx.clone(),
+            peer_name,
+            self.log.clone(),
+        );
         if !self.hub.streams.is_server() {
             self.hub.streams.set_current(Some(mux.clone()));
         }
@@ -130,6 +140,8 @@ impl Actor for Connection {
                 compression: session.compression,
                 mux,
                 demux,
+                peer: io.peer.clone(),
+                throttle: Throttle::new(flow, limits),
             },
             self.hub.clone(),
             self.keepalive,

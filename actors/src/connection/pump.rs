@@ -14,10 +14,11 @@ use tokio_rustls::TlsStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::ErrorCode;
+use crate::ratelimit::Throttle;
 use crate::service::mux::{Demux, Mux};
 use crate::tunnel::codec::{self, Frame, HEADER, MAX_PAYLOAD};
 use crate::tunnel::compress::{Algorithm, Compressor, Decompressor};
-use crate::tunnel::hub::{Chunk, Hub, Inbound};
+use crate::tunnel::hub::{Chunk, Hub, Inbound, PeerTx};
 use crate::tunnel::stats::Counters;
 
 /// Keepalive intervals without a byte from the peer before it is declared dead.
@@ -82,6 +83,10 @@ pub struct Io {
     pub mux: Arc<Mux>,
     /// The session's streams, as the read task sees them.
     pub demux: Demux,
+    /// The router's handle on the session: its queue's rate-limited bound.
+    pub peer: Arc<PeerTx>,
+    /// The session's packets' rate limit.
+    pub throttle: Throttle,
 }
 
 /// Runs the session until either task ends or `cancel` fires; returns how it ended.
@@ -97,12 +102,18 @@ pub async fn run(io: Io, hub: Arc<Hub>, keepalive: Duration, cancel: Cancellatio
     let (r, w) = tokio::io::split(io.stream);
     let epoch = Instant::now();
     let last_rx = Arc::new(AtomicU64::new(0));
-    let mut writer = tokio::spawn(write_pump(
+    let out = Out {
         w,
-        io.rx,
         compress,
-        io.counters.clone(),
-        hub.clone(),
+        counters: io.counters.clone(),
+        hub: hub.clone(),
+        peer: io.peer,
+        throttle: io.throttle,
+        held: None,
+    };
+    let mut writer = tokio::spawn(write_pump(
+        out,
+        io.rx,
         io.mux,
         last_rx.clone(),
         epoch,
@@ -135,13 +146,75 @@ fn millis(epoch: Instant) -> u64 {
     u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn write_pump(
-    mut w: WriteHalf<Stream>,
-    mut rx: mpsc::Receiver<Chunk>,
-    mut compress: Option<Compressor>,
+/// The write task's sending side: the TLS half, compression, and the session's
+/// rate limit with the chunk it holds back, if any.
+struct Out {
+    w: WriteHalf<Stream>,
+    compress: Option<Compressor>,
     counters: Arc<Counters>,
     hub: Arc<Hub>,
+    peer: Arc<PeerTx>,
+    throttle: Throttle,
+    /// A packet chunk waiting for the bucket, and when it may go.
+    held: Option<(Chunk, tokio::time::Instant)>,
+}
+
+impl Out {
+    /// Writes `first` and whatever else is queued, then flushes once; stops early to
+    /// hold a packet chunk the rate limit does not let go yet.
+    async fn drain(&mut self, first: Chunk, rx: &mut mpsc::Receiver<Chunk>) -> Result<(), End> {
+        let mut next = Some(first);
+        while let Some(c) = next.take() {
+            let bytes = c.packet_bytes();
+            if bytes > 0 {
+                self.peer.bound.store(self.throttle.queue_bound(), Relaxed);
+                if let Some(wait) = self.throttle.hold(bytes) {
+                    self.held = Some((c, tokio::time::Instant::now() + wait));
+                    break;
+                }
+                self.throttle.charge(bytes);
+            }
+            let frames = match &mut self.compress {
+                Some(z) => z.frames(c.frames()),
+                None => c.frames(),
+            };
+            self.counters
+                .wire_bytes_out
+                .fetch_add(frames.len() as u64, Relaxed);
+            let written = self.w.write_all(frames).await;
+            self.hub.pool.put(c);
+            if let Err(e) = written {
+                return Err(End::io(&e));
+            }
+            next = rx.try_recv().ok().map(|c| self.dequeued(c));
+        }
+        self.w.flush().await.map_err(|e| End::io(&e))
+    }
+
+    /// Takes a chunk off the session queue's packet count.
+    fn dequeued(&self, c: Chunk) -> Chunk {
+        self.peer.queued.fetch_sub(c.packet_bytes(), Relaxed);
+        c
+    }
+
+    /// Writes and flushes a control frame.
+    async fn control(&mut self, frame: &[u8]) -> Result<(), End> {
+        self.counters
+            .wire_bytes_out
+            .fetch_add(frame.len() as u64, Relaxed);
+        let w = &mut self.w;
+        async {
+            w.write_all(frame).await?;
+            w.flush().await
+        }
+        .await
+        .map_err(|e| End::io(&e))
+    }
+}
+
+async fn write_pump(
+    mut out: Out,
+    mut rx: mpsc::Receiver<Chunk>,
     mux: Arc<Mux>,
     last_rx: Arc<AtomicU64>,
     epoch: Instant,
@@ -154,45 +227,34 @@ async fn write_pump(
     let mut nonce = 0u64;
     let mut control = Vec::with_capacity(64);
     loop {
-        tokio::select! {
+        let release = out.held.as_ref().map(|(_, at)| *at);
+        let sent = tokio::select! {
             biased;
             () = cancel.cancelled() => {
                 control.clear();
                 let _ = codec::encode(&Frame::Close { code: 0, reason: "closing" }, &mut control);
+                let w = &mut out.w;
                 let _ = tokio::time::timeout(CLOSE_GRACE, async {
                     w.write_all(&control).await?;
                     w.shutdown().await
                 }).await;
                 return End::local();
             }
-            chunk = rx.recv() => {
+            () = tokio::time::sleep_until(release.unwrap_or_else(tokio::time::Instant::now)),
+                if release.is_some() =>
+            {
+                let (chunk, _) = out.held.take().expect("held while release is set");
+                out.drain(chunk, &mut rx).await
+            }
+            chunk = rx.recv(), if release.is_none() => {
                 let Some(chunk) = chunk else { return End::local() };
-                let mut next = Some(chunk);
-                // Write everything queued, then flush once.
-                while let Some(c) = next.take() {
-                    let frames = match &mut compress {
-                        Some(z) => z.frames(c.frames()),
-                        None => c.frames(),
-                    };
-                    counters.wire_bytes_out.fetch_add(frames.len() as u64, Relaxed);
-                    let written = w.write_all(frames).await;
-                    hub.pool.put(c);
-                    if let Err(e) = written {
-                        return End::io(&e);
-                    }
-                    next = rx.try_recv().ok();
-                }
-                if let Err(e) = w.flush().await {
-                    return End::io(&e);
-                }
+                let chunk = out.dequeued(chunk);
+                out.drain(chunk, &mut rx).await
             }
             () = mux.wake.notified() => {
                 control.clear();
                 mux.control(&mut control);
-                counters.wire_bytes_out.fetch_add(control.len() as u64, Relaxed);
-                if let Err(e) = async { w.write_all(&control).await?; w.flush().await }.await {
-                    return End::io(&e);
-                }
+                out.control(&control).await
             }
             _ = tick.tick() => {
                 if millis(epoch).saturating_sub(last_rx.load(Relaxed)) > dead_ms {
@@ -204,11 +266,11 @@ async fn write_pump(
                 nonce += 1;
                 control.clear();
                 let _ = codec::encode(&Frame::Ping(nonce), &mut control);
-                counters.wire_bytes_out.fetch_add(control.len() as u64, Relaxed);
-                if let Err(e) = async { w.write_all(&control).await?; w.flush().await }.await {
-                    return End::io(&e);
-                }
+                out.control(&control).await
             }
+        };
+        if let Err(end) = sent {
+            return end;
         }
     }
 }

@@ -35,6 +35,7 @@ use crate::daemon::{Daemon, EndpointOp, GetHealth, GetStatus, Reload, Stop};
 use crate::drain::DrainToken;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
+use crate::ratelimit::{Change, GetLimits, RateLimiter, SetLimits};
 use crate::tunnel::stats::Stats;
 
 /// Pause after a failed accept (e.g. out of file descriptors) so the loop does not
@@ -76,6 +77,8 @@ pub fn bind(path: &Path, mode: u32) -> Result<StdUnixListener> {
 pub struct Router {
     /// The root actor: status, health, log level, reload, stop.
     pub daemon: Addr<Daemon>,
+    /// Rate limits (`limits`, `limits.set`).
+    pub limiter: Option<Addr<RateLimiter>>,
     /// Where changes are recorded.
     pub audit: Option<Addr<AuditActor>>,
     /// The metrics registry (`metrics`, and control commands are counted in it).
@@ -116,14 +119,38 @@ impl Router {
             Command::EndpointRemove(r) => self.endpoint(EndpointOp::Remove(r)).await,
             Command::EndpointDrain(r) => self.endpoint(EndpointOp::Drain(r)).await,
             Command::BreakerReset(b) => self.endpoint(EndpointOp::ResetBreaker(b)).await,
-            Command::Limits | Command::LimitsSet(_) => {
-                Err(Error::NotAvailable("limits (rate limiting)"))
+            Command::Limits => {
+                let limiter = self.limiter()?;
+                limiter.send(GetLimits).await.map_err(limiter_mailbox)
+            }
+            Command::LimitsSet(set) => {
+                let change = Change {
+                    rate: set.rate,
+                    burst: set.burst,
+                    global_rate: set.global_rate,
+                    connection: set.connection,
+                };
+                let limiter = self.limiter()?;
+                limiter
+                    .send(SetLimits(change))
+                    .await
+                    .map_err(limiter_mailbox)?
             }
         }
     }
 }
 
+fn limiter_mailbox(e: MailboxError) -> Error {
+    Error::Internal(format!("rate limiter mailbox: {e}"))
+}
+
 impl Router {
+    fn limiter(&self) -> Result<&Addr<RateLimiter>> {
+        self.limiter.as_ref().ok_or(Error::NotAvailable(
+            "limits before the rate limiter started",
+        ))
+    }
+
     async fn endpoint(&self, op: EndpointOp) -> Result<Value> {
         self.daemon
             .send(op)

@@ -39,6 +39,7 @@ use crate::listener::{self, Listener};
 use crate::logging::LogHandle;
 use crate::metrics::http::PrometheusServer;
 use crate::metrics::Metrics;
+use crate::ratelimit::{self, Policy, RateLimiter};
 use crate::snmp::agent::{self, Agent, SnmpAgent};
 use crate::snmp::mib;
 use crate::snmp::trap::{self, TrapSender};
@@ -122,6 +123,8 @@ pub struct Daemon {
     dialer: Option<Addr<Dialer>>,
     /// Service listeners (client) or balancers (server).
     services: Services,
+    /// Keeps the rate limits in force.
+    limiter: Option<Addr<RateLimiter>>,
 }
 
 /// The tunnel's actors, built but not started.
@@ -196,6 +199,7 @@ impl Daemon {
             listener: None,
             dialer: None,
             services,
+            limiter: None,
         })
     }
 
@@ -269,12 +273,23 @@ impl Daemon {
         });
     }
 
+    fn start_limiter(&mut self) {
+        let limits = self.stats.limits.clone();
+        let policy = Policy::from_config(&self.config.throttle);
+        let log = self.log.new(slog::o!("actor" => "ratelimit"));
+        let token = self.drain.as_ref().and_then(Drain::token);
+        self.limiter = Some(Supervisor::start(move |_| {
+            RateLimiter::new(limits, policy, log, token)
+        }));
+    }
+
     fn start_control(&mut self, ctx: &mut Context<Self>) {
         let Some(listener) = self.control_listener.take() else {
             return;
         };
         let router = Router {
             daemon: ctx.address(),
+            limiter: self.limiter.clone(),
             audit: self.audit.clone(),
             metrics: self.metrics.clone(),
             stats: self.stats.clone(),
@@ -413,7 +428,14 @@ impl Daemon {
         let of = |actors: Option<bool>| actors.map_or(ComponentState::Off, on);
         parts.push(("services", of(listeners.or(balancers))));
         parts.push(("balancer", of(balancers)));
-        parts.push(("ratelimit", ComponentState::NotAvailable));
+        let limiting = self.config.throttle.enabled;
+        parts.push((
+            "ratelimit",
+            match &self.limiter {
+                Some(l) if limiting => on(l.connected()),
+                _ => ComponentState::Off,
+            },
+        ));
         parts
     }
 
@@ -481,6 +503,12 @@ impl Daemon {
             agent.reconfigure(&new.monitor.snmp);
         }
         self.services.apply(&new);
+        let limits_changed = changes
+            .iter()
+            .any(|c| c.component == Component::RateLimiter);
+        if let (true, Some(l)) = (limits_changed, &self.limiter) {
+            l.do_send(ratelimit::Configure(Policy::from_config(&new.throttle)));
+        }
         if let Some(t) = &self.tun {
             let routes = new.network.routes.iter().map(|r| *r.get()).collect();
             t.do_send(tun::SetRoutes(routes));
@@ -596,6 +624,7 @@ impl Actor for Daemon {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         self.start_audit();
+        self.start_limiter();
         self.start_control(ctx);
         self.start_prometheus(ctx);
         self.start_snmp();

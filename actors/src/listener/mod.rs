@@ -317,6 +317,12 @@ impl Accepting {
                 "source address not allowed",
             );
         }
+        if !self.hub.stats.limits.admit_addr(remote.ip()) {
+            // Debug only: a flood would drown the log; the counter shows it.
+            self.hub.stats.handshake_failed(ErrorCode::RateLimited);
+            return debug!(self.log, "connection refused before the tls handshake";
+                "code" => ErrorCode::RateLimited, "remote" => %remote);
+        }
         handshake::tune_socket(&stream, rules.keepalive_idle);
         let started = Instant::now();
         // A connection closed before its first byte is a TCP probe (a client's

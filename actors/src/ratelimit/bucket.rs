@@ -151,7 +151,11 @@ mod tests {
             now += Duration::from_micros(1);
             let _ = b.available(now);
         }
-        assert_eq!(b.available(now), 999, "one second at 999/s, no rounding loss");
+        assert_eq!(
+            b.available(now),
+            999,
+            "one second at 999/s, no rounding loss"
+        );
     }
 
     #[test]

@@ -193,7 +193,11 @@ mod tests {
         }
         assert_eq!(k.allow(&u32::MAX, t0), Verdict::Untracked);
         assert_eq!(k.allow(&0, t0), Verdict::Limited, "known keys stay limited");
-        assert_eq!(k.allow(&u32::MAX, t0 + MIN), Verdict::Allowed, "swept, room again");
+        assert_eq!(
+            k.allow(&u32::MAX, t0 + MIN),
+            Verdict::Allowed,
+            "swept, room again"
+        );
     }
 
     #[test]
@@ -204,6 +208,9 @@ mod tests {
             k.allow("a", t0);
         }
         k.set(1000, 10, MIN, t0);
-        assert_eq!(k.allow("a", t0 + Duration::from_millis(5)), Verdict::Allowed);
+        assert_eq!(
+            k.allow("a", t0 + Duration::from_millis(5)),
+            Verdict::Allowed
+        );
     }
 }

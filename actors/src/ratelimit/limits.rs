@@ -340,7 +340,10 @@ impl Limits {
         let now = Instant::now();
         {
             let r = &policy.requests;
-            let mut q = self.requesters.lock().expect("requesters lock not poisoned");
+            let mut q = self
+                .requesters
+                .lock()
+                .expect("requesters lock not poisoned");
             q.addrs.set(r.rate, r.burst, policy.cleanup, now);
             q.names.set(r.rate, r.burst, policy.cleanup, now);
             self.requests_on.store(r.rate > 0, Relaxed);
@@ -422,7 +425,10 @@ impl Limits {
             return true;
         }
         let verdict = {
-            let mut q = self.requesters.lock().expect("requesters lock not poisoned");
+            let mut q = self
+                .requesters
+                .lock()
+                .expect("requesters lock not poisoned");
             allow(&mut q, Instant::now())
         };
         if verdict != Verdict::Limited {
@@ -438,13 +444,19 @@ impl Limits {
     /// Forgets request buckets idle for `cleanup_time`; returns how many.
     pub fn sweep(&self) -> usize {
         let now = Instant::now();
-        let mut q = self.requesters.lock().expect("requesters lock not poisoned");
+        let mut q = self
+            .requesters
+            .lock()
+            .expect("requesters lock not poisoned");
         q.addrs.sweep(now) + q.names.sweep(now)
     }
 
     /// Client keys the request limiter tracks now.
     pub fn request_keys(&self) -> usize {
-        let q = self.requesters.lock().expect("requesters lock not poisoned");
+        let q = self
+            .requesters
+            .lock()
+            .expect("requesters lock not poisoned");
         q.addrs.len() + q.names.len()
     }
 
@@ -463,9 +475,7 @@ impl Limits {
             return bad("rate 0: give at least 1 byte per second".into());
         }
         if let Some(b) = change.burst.filter(|b| *b < MIN_BURST) {
-            return bad(format!(
-                "burst {b} is below one frame ({MIN_BURST} bytes)"
-            ));
+            return bad(format!("burst {b} is below one frame ({MIN_BURST} bytes)"));
         }
         let Some(name) = &change.connection else {
             let mut next = Policy::clone(&policy);
@@ -779,7 +789,9 @@ impl Throttle {
             return Ok(want);
         };
         let rate = b.rate();
-        let n = usize::try_from(b.available(now)).unwrap_or(usize::MAX).min(want);
+        let n = usize::try_from(b.available(now))
+            .unwrap_or(usize::MAX)
+            .min(want);
         if n > 0 {
             self.end_wait(now);
             return Ok(n);

@@ -65,7 +65,12 @@ pub struct RateLimiter {
 impl RateLimiter {
     /// A limiter keeping `limits` to `policy`; the policy is put in force at once,
     /// so connections made before the actor runs are already limited.
-    pub fn new(limits: Arc<Limits>, policy: Policy, log: Logger, drain: Option<DrainToken>) -> Self {
+    pub fn new(
+        limits: Arc<Limits>,
+        policy: Policy,
+        log: Logger,
+        drain: Option<DrainToken>,
+    ) -> Self {
         limits.apply(policy.clone());
         Self {
             limits,

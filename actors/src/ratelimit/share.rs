@@ -131,13 +131,13 @@ mod tests {
     }
 
     fn claim() -> impl Strategy<Value = Claim> {
-        (1u32..1000, 0u64..1_000_000_000, 0u64..1_000_000_000).prop_map(
-            |(weight, cap, demand)| Claim {
+        (1u32..1000, 0u64..1_000_000_000, 0u64..1_000_000_000).prop_map(|(weight, cap, demand)| {
+            Claim {
                 weight,
                 cap,
                 demand,
-            },
-        )
+            }
+        })
     }
 
     proptest! {

@@ -20,7 +20,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use arc_swap::ArcSwap;
 use serde_json::{json, Value};
-use slog::{info, warn, Logger};
+use slog::{debug, info, warn, Logger};
 use sssonector_config::Config;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Handle;
@@ -35,8 +35,9 @@ use crate::tunnel::stats::{DurationHistogram, Durations};
 
 /// Codes a stream can be refused or reset with, in counter order; anything else is
 /// counted as the last.
-pub const STREAM_CODES: [ErrorCode; 8] = [
+pub const STREAM_CODES: [ErrorCode; 9] = [
     ErrorCode::ConnLimit,
+    ErrorCode::RateLimited,
     ErrorCode::UnknownService,
     ErrorCode::NoEndpoint,
     ErrorCode::BreakerOpen,
@@ -465,6 +466,13 @@ async fn accept(
             a = listener.accept() => a,
         };
         let socket = match accepted {
+            Ok((socket, from)) if !hub.stats.limits.admit_addr(from.ip()) => {
+                hub.stats.streams.refused(ErrorCode::RateLimited);
+                debug!(log, "stream refused"; "code" => ErrorCode::RateLimited,
+                    "remote" => %from);
+                let _ = socket2::SockRef::from(&socket).set_linger(Some(Duration::ZERO));
+                continue;
+            }
             Ok((socket, _)) => socket,
             Err(e) => {
                 warn!(log, "accept failed"; "code" => ErrorCode::Io, "error" => %e);
@@ -522,16 +530,22 @@ mod tests {
         assert_eq!(c.snapshot().total, 3);
     }
 
+    fn stream(id: u32, service: &str) -> mux::Stream {
+        let flow =
+            crate::ratelimit::Limits::default().flow("peer".into(), Some(service.into()), id);
+        mux::Stream::new(id, service, flow)
+    }
+
     #[test]
     fn a_finished_stream_leaves_its_bytes_duration_and_reset_code() {
         let c = StreamCounters::default();
         assert!(c.try_open(10));
         assert!(c.try_open(10));
-        let a = mux::Stream::new(1, "web");
+        let a = stream(1, "web");
         a.bytes_sent.store(100, Relaxed);
         a.bytes_received.store(7, Relaxed);
         c.finished(&a, Ending::Done);
-        let b = mux::Stream::new(3, "web");
+        let b = stream(3, "web");
         c.finished(&b, Ending::Reset(ErrorCode::Connect));
         let s = c.snapshot();
         assert_eq!((s.active, s.durations.count), (0, 2));
@@ -546,8 +560,8 @@ mod tests {
     #[test]
     fn live_streams_are_listed_until_untracked() {
         let c = StreamCounters::default();
-        let a = Arc::new(mux::Stream::new(1, "web"));
-        let b = Arc::new(mux::Stream::new(3, "db"));
+        let a = Arc::new(stream(1, "web"));
+        let b = Arc::new(stream(3, "db"));
         c.track(&a);
         c.track(&b);
         let listed = c.live(10);

@@ -33,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use crate::balancer::{Connect, Connected, Lease};
 use crate::connection::End;
 use crate::error::ErrorCode;
+use crate::ratelimit::{Flow, Throttle};
 use crate::tunnel::codec::{self, Frame, HEADER, STREAM_WINDOW, T_STREAM_CLOSE, T_STREAM_OPEN};
 use crate::tunnel::hub::{Chunk, Hub, STREAM_CHUNK};
 
@@ -80,6 +81,8 @@ pub struct Stream {
     pub bytes_received: AtomicU64,
     /// Server: the endpoint's lease, for its byte counters.
     lease: OnceLock<Lease>,
+    /// Its rate limit and numbers.
+    flow: Arc<Flow>,
 }
 
 #[derive(Debug, Default)]
@@ -89,7 +92,7 @@ struct Pending {
 }
 
 impl Stream {
-    pub(crate) fn new(id: u32, service: &str) -> Self {
+    pub(crate) fn new(id: u32, service: &str, flow: Arc<Flow>) -> Self {
         Self {
             id,
             service: service.to_owned(),
@@ -107,6 +110,7 @@ impl Stream {
             bytes_sent: AtomicU64::new(0),
             bytes_received: AtomicU64::new(0),
             lease: OnceLock::new(),
+            flow,
         }
     }
 
@@ -219,6 +223,9 @@ pub struct Mux {
     pub wake: Notify,
     opened: mpsc::UnboundedSender<Weak<Stream>>,
     next_id: AtomicU32,
+    /// The peer's certificate name: the request limiter's key and the streams'
+    /// flows' peer.
+    peer: Arc<str>,
     /// Fires when the session ends: every stream is reset.
     closed: CancellationToken,
     log: Logger,
@@ -242,7 +249,12 @@ pub enum Ending {
 impl Mux {
     /// The streams of a session whose write task reads `tx`, and the read task's
     /// half.
-    pub fn new(hub: Arc<Hub>, tx: mpsc::Sender<Chunk>, log: Logger) -> (Arc<Mux>, Demux) {
+    pub fn new(
+        hub: Arc<Hub>,
+        tx: mpsc::Sender<Chunk>,
+        peer: Arc<str>,
+        log: Logger,
+    ) -> (Arc<Mux>, Demux) {
         let (opened, registered) = mpsc::unbounded_channel();
         let mux = Arc::new(Mux {
             hub,
@@ -251,6 +263,7 @@ impl Mux {
             wake: Notify::new(),
             opened,
             next_id: AtomicU32::new(1),
+            peer,
             closed: CancellationToken::new(),
             log,
         });
@@ -308,7 +321,7 @@ impl Mux {
     /// Client: opens a stream to `service` for `socket` and runs it until it ends.
     pub async fn open(self: Arc<Self>, service: &str, socket: TcpStream) -> Ending {
         let id = self.next_id.fetch_add(1, Relaxed);
-        let stream = Arc::new(Stream::new(id, service));
+        let stream = Arc::new(Stream::new(id, service, self.flow(service, id)));
         stream
             .socket
             .set(socket)
@@ -339,13 +352,21 @@ impl Mux {
             self.wake.notify_one();
             return None;
         };
+        if !self.hub.stats.limits.admit_name(&self.peer) {
+            counters.refused(ErrorCode::RateLimited);
+            debug!(self.log, "stream refused"; "service" => service, "code" => ErrorCode::RateLimited);
+            self.control
+                .push(Control::Refuse(id, ErrorCode::RateLimited));
+            self.wake.notify_one();
+            return None;
+        }
         if !counters.try_open(streams.limit()) {
             debug!(self.log, "stream refused"; "service" => service, "code" => ErrorCode::ConnLimit);
             self.control.push(Control::Refuse(id, ErrorCode::ConnLimit));
             self.wake.notify_one();
             return None;
         }
-        let stream = Arc::new(Stream::new(id, service));
+        let stream = Arc::new(Stream::new(id, service, self.flow(service, id)));
         counters.track(&stream);
         let mux = self.clone();
         let task = stream.clone();
@@ -354,6 +375,12 @@ impl Mux {
             mux.ended(&task, ending);
         });
         Some(stream)
+    }
+
+    /// A new stream's rate-limiting flow.
+    fn flow(&self, service: &str, id: u32) -> Arc<Flow> {
+        let limits = &self.hub.stats.limits;
+        limits.flow(self.peer.clone(), Some(service.into()), id)
     }
 
     /// Records how `stream` ended.
@@ -410,6 +437,10 @@ async fn run(stream: Arc<Stream>, mux: &Mux) -> Ending {
     let id = stream.id;
     let mut eof = false;
     let mut shut = false;
+    let mut throttle = Throttle::new(stream.flow.clone(), mux.hub.stats.limits.clone());
+    // Reading waits until then for the rate limit: the socket's data stays in the
+    // kernel and TCP slows the sender down.
+    let mut paused: Option<tokio::time::Instant> = None;
     loop {
         if stream.pending_len.load(Acquire) > 0 {
             if let Err(e) = stream.flush_pending(socket, mux) {
@@ -430,7 +461,7 @@ async fn run(stream: Arc<Stream>, mux: &Mux) -> Ending {
             return Ending::Done;
         }
         let credit = stream.credit.load(Acquire);
-        let want_read = !eof && credit > 0;
+        let want_read = !eof && credit > 0 && paused.is_none();
         let want_write = stream.pending_len.load(Acquire) > 0;
         tokio::select! {
             biased;
@@ -438,6 +469,11 @@ async fn run(stream: Arc<Stream>, mux: &Mux) -> Ending {
             () = mux.closed.cancelled() => {
                 linger_zero(&stream);
                 return Ending::Reset(ErrorCode::StreamReset);
+            }
+            () = tokio::time::sleep_until(paused.unwrap_or_else(tokio::time::Instant::now)),
+                if paused.is_some() =>
+            {
+                paused = None;
             }
             ready = socket.writable(), if want_write => {
                 if let Err(e) = ready {
@@ -448,14 +484,22 @@ async fn run(stream: Arc<Stream>, mux: &Mux) -> Ending {
                 if let Err(e) = ready {
                     return abort(&stream, mux, &e).await;
                 }
-                let mut chunk = mux.hub.pool.get_small();
                 let max = usize::try_from(credit).unwrap_or(DATA_MAX).min(DATA_MAX);
+                let max = match throttle.allow(max) {
+                    Ok(n) => n,
+                    Err(wait) => {
+                        paused = Some(tokio::time::Instant::now() + wait);
+                        continue;
+                    }
+                };
+                let mut chunk = mux.hub.pool.get_small();
                 match chunk.read_stream_data(id, max, |b| socket.try_read(b)) {
                     Ok(0) => {
                         eof = true;
                         chunk.push_stream(T_STREAM_CLOSE, id, &0u16.to_be_bytes());
                     }
                     Ok(n) => {
+                        throttle.passed(n);
                         stream.credit.fetch_sub(n as i64, AcqRel);
                         stream.bytes_sent.fetch_add(n as u64, Relaxed);
                         if let Some(lease) = stream.lease.get() {

@@ -19,6 +19,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 
@@ -31,6 +32,7 @@ use tun_rs::{AsyncDevice, VirtioNetHdr};
 use super::busy::BusyPoll;
 use super::codec::{HEADER, T_STREAM_DATA, VNET_HDR};
 use super::stats::{Counters, DropReason, Stats};
+use crate::ratelimit::Flow;
 
 /// Bytes of a pooled chunk: room for two superpackets or a hundred small packets.
 pub const CHUNK: usize = 192 * 1024;
@@ -79,6 +81,11 @@ impl Chunk {
 
     fn room(&self) -> usize {
         self.buf.len() - self.len
+    }
+
+    /// IP bytes of the packets in it; 0 for stream and control frames.
+    pub fn packet_bytes(&self) -> u64 {
+        self.bytes
     }
 
     /// Appends a Pong answering the ping `nonce`, in place.
@@ -202,6 +209,13 @@ pub struct PeerTx {
     pub counters: Arc<Counters>,
     /// Its queue stayed full for `QUEUE_WAIT`: drop at once until it drains.
     pub congested: std::sync::atomic::AtomicBool,
+    /// Packet bytes in its queue (added before a send, taken off by the writer).
+    pub queued: AtomicU64,
+    /// Packet bytes its queue may hold while it is rate limited; 0 = no bound but
+    /// the queue's own. Set by the writer from its throttle.
+    pub bound: AtomicU64,
+    /// Its rate-limiting flow, to count packets dropped by the bound.
+    pub flow: std::sync::OnceLock<Arc<Flow>>,
 }
 
 impl PeerTx {
@@ -212,7 +226,22 @@ impl PeerTx {
             gso,
             counters: Arc::default(),
             congested: std::sync::atomic::AtomicBool::new(false),
+            queued: AtomicU64::new(0),
+            bound: AtomicU64::new(0),
+            flow: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Whether a chunk of `bytes` packet bytes would overrun the rate-limited bound;
+    /// if not, it is counted as queued.
+    fn enqueue(&self, bytes: u64) -> bool {
+        let bound = self.bound.load(Relaxed);
+        let queued = self.queued.fetch_add(bytes, Relaxed);
+        if bound != 0 && queued + bytes > bound && queued > 0 {
+            self.queued.fetch_sub(bytes, Relaxed);
+            return false;
+        }
+        true
     }
 }
 
@@ -236,8 +265,13 @@ impl Outbox {
             return;
         };
         let counts = (chunk.packets, chunk.bytes);
+        if !peer.enqueue(chunk.bytes) {
+            return Self::account(&peer, counts, Err((chunk, DropReason::Throttled)), pool);
+        }
         let result = peer.tx.try_send(chunk).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(c) | mpsc::error::TrySendError::Closed(c) => c,
+            mpsc::error::TrySendError::Full(c) | mpsc::error::TrySendError::Closed(c) => {
+                (c, DropReason::QueueFull)
+            }
         });
         Self::account(&peer, counts, result, pool);
     }
@@ -248,6 +282,9 @@ impl Outbox {
             return;
         };
         let counts = (chunk.packets, chunk.bytes);
+        if !peer.enqueue(chunk.bytes) {
+            return Self::account(&peer, counts, Err((chunk, DropReason::Throttled)), pool);
+        }
         let result = match peer.tx.try_send(chunk) {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(c)) if !peer.congested.load(Relaxed) => {
@@ -264,6 +301,7 @@ impl Outbox {
                 Err(c)
             }
         };
+        let result = result.map_err(|c| (c, DropReason::QueueFull));
         Self::account(&peer, counts, result, pool);
     }
 
@@ -276,16 +314,27 @@ impl Outbox {
     }
 
     /// Counts a sent chunk's packets as out, or a refused one's as dropped.
-    fn account(peer: &PeerTx, (packets, bytes): (u64, u64), sent: Result<(), Chunk>, pool: &Pool) {
+    fn account(
+        peer: &PeerTx,
+        (packets, bytes): (u64, u64),
+        sent: Result<(), (Chunk, DropReason)>,
+        pool: &Pool,
+    ) {
         match sent {
             Ok(()) => {
                 peer.congested.store(false, Relaxed);
                 peer.counters.packets_out.fetch_add(packets, Relaxed);
                 peer.counters.bytes_out.fetch_add(bytes, Relaxed);
             }
-            Err(chunk) => {
+            Err((chunk, reason)) => {
+                if reason == DropReason::QueueFull {
+                    peer.queued.fetch_sub(bytes, Relaxed);
+                }
                 for _ in 0..chunk.packets {
-                    peer.counters.drop_packet(DropReason::QueueFull);
+                    peer.counters.drop_packet(reason);
+                }
+                if let (DropReason::Throttled, Some(flow)) = (reason, peer.flow.get()) {
+                    flow.count_dropped(chunk.packets);
                 }
                 pool.put(chunk);
             }

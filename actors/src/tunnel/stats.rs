@@ -210,7 +210,7 @@ pub const DURATION_BUCKETS: [f64; 10] = [
 ];
 
 /// Handshake and session outcomes counted by code.
-pub const OUTCOMES: [ErrorCode; 10] = [
+pub const OUTCOMES: [ErrorCode; 11] = [
     ErrorCode::TlsUntrusted,
     ErrorCode::TlsHandshake,
     ErrorCode::AccessDenied,
@@ -220,6 +220,7 @@ pub const OUTCOMES: [ErrorCode; 10] = [
     ErrorCode::PeerTimeout,
     ErrorCode::PeerClosed,
     ErrorCode::Io,
+    ErrorCode::RateLimited,
     ErrorCode::Internal,
 ];
 
