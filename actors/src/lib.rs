@@ -24,6 +24,11 @@
 //!   `ctl`, Prometheus and SNMP).
 //! - [`breaker`]: the Breaker actor, one per endpoint, owned by its balancer, and
 //!   [`breaker::machine`], the circuit breaker it runs (closed / open / half-open).
+//! - [`ratelimit`]: the RateLimiter actor and what it keeps in force:
+//!   [`ratelimit::bucket`] (the token bucket), [`ratelimit::share`] (fair shares of
+//!   the global rate), [`ratelimit::keyed`] (the request limiter) and
+//!   [`ratelimit::limits`] (the policy, each connection's flow, the limiter rows; the
+//!   `Throttle` each I/O task holds).
 //! - [`metrics`]: the Prometheus registry; [`snmp`]: the SNMP agent ([`snmp::agent`],
 //!   [`snmp::mib`], [`snmp::usm`], [`snmp::v3`]) and its notifications ([`snmp::trap`]).
 //! - [`logging`]: slog with a run-time level.

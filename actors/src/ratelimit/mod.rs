@@ -4,7 +4,7 @@
 //! It puts a new policy in force at a reload ([`Configure`]) and at `ctl limits.set`
 //! ([`SetLimits`]), measures each connection's current rate and shares the global
 //! rate fairly every [`TICK`], and forgets idle request buckets every
-//! [`SWEEP`](self::SWEEP). The bytes themselves never pass through it: each
+//! [`SWEEP`]. The bytes themselves never pass through it: each
 //! connection's I/O task holds a [`Throttle`] and reads its rate from an atomic.
 //!
 //! Layer-4 streams are throttled by reading less from their socket (TCP's own
