@@ -10,9 +10,15 @@
 #   cargo build --release
 #   OURS_SETUP=$PWD/.ci/bench-l4-hook.sh OURS_NAME=sssonector bash ../shared/bench/l4-peers.sh
 # SSSONECTOR_BIN overrides the binary (default: target/release/sssonector here).
+# SSSONECTOR_THROTTLE=1 turns rate limiting on in every daemon with limits far above
+# the link (10 GB/s per connection, 40 GB/s shared), to measure what limiting costs.
 set -eu
 here=$(cd "$(dirname "$0")/.." && pwd)
 bin=${SSSONECTOR_BIN:-$here/target/release/sssonector}
+throttle="throttle: { enabled: false }"
+if [ "${SSSONECTOR_THROTTLE:-0}" = 1 ]; then
+  throttle="throttle: { enabled: true, rate: 10000000000, burst: 16777216, global_rate: 40000000000 }"
+fi
 case "${1:-}" in
   start)
     [ -x "$bin" ] || { echo "no $bin: run cargo build --release" >&2; exit 1; }
@@ -30,6 +36,7 @@ services:
   - { name: bulk, endpoints: [ { address: "$bulk" } ] }
   - { name: http, strategy: round_robin, endpoints: [ ${http%, } ] }
 connection: { max_connections: 10000 }
+$throttle
 control: { socket: $PB_WORKDIR/$1.sock }
 logging: { level: warn, format: json }
 YAML
@@ -48,6 +55,7 @@ services:
   - { name: bulk, listen: "$PB_CLIENT_LISTEN_BULK" }
   - { name: http, listen: "$PB_CLIENT_LISTEN_HTTP" }
 connection: { max_connections: 10000, retry_attempts: 10, retry_interval: 100ms }
+$throttle
 control: { socket: $PB_WORKDIR/client.sock }
 logging: { level: warn, format: json }
 YAML

@@ -113,13 +113,15 @@ fn every_command_answers_over_the_real_socket() {
         let reply = ctl.call(12 + i as u64, command, args);
         assert_eq!(error_code(&reply), "E_BAD_ARGS", "{command}: {reply}");
     }
-    // Rate limiting does not exist yet: E_NOT_AVAILABLE, never a fake success, with
-    // the arguments still checked first.
-    let not_yet = [("limits", json!({})), ("limits.set", json!({"rate": 1000}))];
-    for (i, (command, args)) in not_yet.into_iter().enumerate() {
-        let reply = ctl.call(20 + i as u64, command, args);
-        assert_eq!(error_code(&reply), "E_NOT_AVAILABLE", "{command}");
-    }
+    // Rate limiting is off here: `limits` says so, `limits.set` is refused rather
+    // than faking a change, after its arguments were checked.
+    let limits = ctl.call(20, "limits", json!({}));
+    assert_eq!(limits["data"]["enabled"], false, "{limits}");
+    assert_eq!(limits["data"]["limiters"], json!([]), "{limits}");
+    let reply = ctl.call(21, "limits.set", json!({"rate": 1000}));
+    assert_eq!(error_code(&reply), "E_NOT_AVAILABLE", "{reply}");
+    let reply = ctl.call(22, "limits.set", json!({"rate": "fast"}));
+    assert_eq!(error_code(&reply), "E_BAD_ARGS", "{reply}");
     let reply = ctl.call(30, "endpoint.add", json!({"service": "web"}));
     assert_eq!(error_code(&reply), "E_BAD_ARGS");
 

@@ -23,8 +23,10 @@ ask 'garbage' | jq -e '.ok == false and .error.code == "E_BAD_JSON"' >/dev/null
 
 # ctl --json pipes straight into jq; the exit status says whether it worked.
 "$sssonector" ctl --socket "$sock" --json log.level level=warn | jq -e '.data.level == "warn"' >/dev/null
-if "$sssonector" ctl --socket "$sock" --json limits >/dev/null; then
-  echo "limits should fail until rate limiting exists" >&2
+"$sssonector" ctl --socket "$sock" --json limits | jq -e '.data.enabled == false' >/dev/null
+# A refused command exits non-zero: rate limiting is off in this daemon.
+if "$sssonector" ctl --socket "$sock" --json limits.set rate=1000 >/dev/null; then
+  echo "limits.set should be refused while throttle.enabled is false" >&2
   exit 1
 fi
 
