@@ -4,7 +4,9 @@
 //! Nothing is counted twice. The tunnel's numbers live in [`Stats`] (atomics the data
 //! path adds to anyway) and are read at scrape time by `TunnelCollector`, the
 //! services' endpoints (`sssonector_endpoint_*`, labelled by service and endpoint,
-//! both bounded by the configuration) by `EndpointCollector`; only what
+//! both bounded by the configuration) by `EndpointCollector`, the rate limiters
+//! (`sssonector_limiter_*`, labelled by the limiter's configuration key, and the
+//! throttling totals) from [`Stats::limits`] by `LimiterCollector`; only what
 //! has no other home is counted here: control commands, SNMP requests and SNMP
 //! notifications. Labels take
 //! values from fixed sets (directions, drop reasons, error codes, command names), never
@@ -82,6 +84,10 @@ impl Metrics {
             Box::new(EndpointCollector {
                 stats: stats.clone(),
                 descs: descs(ENDPOINT_SPECS),
+            }),
+            Box::new(LimiterCollector {
+                stats: stats.clone(),
+                descs: descs(LIMITER_SPECS),
             }),
             Box::new(TunnelCollector::new(stats, mode)),
             Box::new(control.clone()),
@@ -692,6 +698,103 @@ impl Collector for EndpointCollector {
     }
 }
 
+/// The label of the per-limiter families: the limiter's configuration key
+/// (`throttle`, `throttle.requests`, `throttle.clients.<name>`, ...), bounded by the
+/// configuration like the rows of SNMP's `sssLimiterTable`.
+const LIMITER: &[&str] = &["limiter"];
+
+/// Every family the limiter collector reports. The rate and burst of most limiters
+/// are bytes; those of `throttle.requests` are requests: one family per figure, like
+/// the limiter table of SNMP and `ctl limits`, so no unit suffix fits them all.
+const LIMITER_SPECS: &[Spec] = &[
+    spec(
+        "sssonector_limiter_rate",
+        "The limiter's sustained rate: bytes per second, requests per second for throttle.requests.",
+        GAUGE,
+        LIMITER,
+    ),
+    spec(
+        "sssonector_limiter_burst",
+        "The limiter's bucket size: bytes, requests for throttle.requests; 0 for throttle.global_rate.",
+        GAUGE,
+        LIMITER,
+    ),
+    spec(
+        "sssonector_limiter_throttled_bytes_total",
+        "Bytes that waited for the limiter's bucket before passing, since the limiter appeared.",
+        COUNTER,
+        LIMITER,
+    ),
+    spec(
+        "sssonector_limiter_rejected_total",
+        "Packets the limiter dropped or requests it refused, since the limiter appeared.",
+        COUNTER,
+        LIMITER,
+    ),
+    spec(
+        "sssonector_throttled_bytes_total",
+        "Bytes that waited for a rate limiter before passing, over all connections since start.",
+        COUNTER,
+        &[],
+    ),
+    spec(
+        "sssonector_throttle_wait_seconds_total",
+        "Time connections spent waiting for a rate limiter, summed over all connections since start.",
+        COUNTER,
+        &[],
+    ),
+    spec(
+        "sssonector_rate_limited_requests_total",
+        "Connections, handshakes and streams refused by throttle.requests (E_RATE_LIMITED) since start.",
+        COUNTER,
+        &[],
+    ),
+];
+
+/// Reads the rate limiters ([`Stats::limits`]) at scrape time: the rows of the
+/// limiter table (none while `throttle.enabled` is false) and the totals.
+struct LimiterCollector {
+    stats: Arc<Stats>,
+    descs: Vec<Desc>,
+}
+
+impl Collector for LimiterCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let limits = &self.stats.limits;
+        let mut f = Families::new(LIMITER_SPECS);
+        for row in limits.rows() {
+            let l = [row.name.as_str()];
+            for (name, value) in [
+                ("sssonector_limiter_rate", &row.rate),
+                ("sssonector_limiter_burst", &row.burst),
+                ("sssonector_limiter_throttled_bytes_total", &row.throttled),
+                ("sssonector_limiter_rejected_total", &row.rejected),
+            ] {
+                f.add(name, &l, value.load(Relaxed) as f64);
+            }
+        }
+        let t = limits.totals();
+        let waited = std::time::Duration::from_nanos(t.wait_ns).as_secs_f64();
+        f.add(
+            "sssonector_throttled_bytes_total",
+            &[],
+            t.throttled_bytes as f64,
+        );
+        f.add("sssonector_throttle_wait_seconds_total", &[], waited);
+        f.add(
+            "sssonector_rate_limited_requests_total",
+            &[],
+            t.rejected_requests as f64,
+        );
+        f.done()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -791,5 +894,84 @@ mod tests {
         ] {
             assert!(text.contains(&line), "{line} not in\n{text}");
         }
+    }
+
+    #[test]
+    fn limiters_are_read_from_the_limit_table_at_scrape_time() {
+        use crate::ratelimit::limits::Policy;
+        use sssonector_config::schema::{Throttle, ThrottleOverride};
+        let stats = Arc::new(Stats::default());
+        let m = Metrics::new(stats.clone(), Mode::Server);
+        let text = m.text();
+        assert!(
+            !text.contains("sssonector_limiter_"),
+            "limiting off, no limiter rows:\n{text}"
+        );
+        assert!(
+            text.contains("sssonector_throttled_bytes_total 0"),
+            "{text}"
+        );
+        assert!(text.contains("sssonector_throttle_wait_seconds_total 0"));
+        assert!(text.contains("sssonector_rate_limited_requests_total 0"));
+        // The new label values are enumerated with the others, counted or not.
+        assert!(text.contains("sssonector_tunnel_drops_total{reason=\"throttled\"} 0"));
+        assert!(text.contains("sssonector_tunnel_handshakes_total{result=\"E_RATE_LIMITED\"} 0"));
+        assert!(text.contains("sssonector_stream_refusals_total{code=\"E_RATE_LIMITED\"} 0"));
+
+        let mut config = Throttle {
+            enabled: true,
+            rate: 1_000_000,
+            burst: 131_072,
+            global_rate: 4_000_000,
+            ..Throttle::default()
+        };
+        config.requests.rate = 5;
+        config.requests.burst = 10;
+        config.clients.insert(
+            "client1".into(),
+            ThrottleOverride {
+                rate: Some(2_000_000),
+                ..ThrottleOverride::default()
+            },
+        );
+        stats.limits.apply(Policy::from_config(&config));
+        let rows = stats.limits.rows();
+        rows[3].throttled.fetch_add(700, Relaxed);
+        rows[2].rejected.fetch_add(3, Relaxed);
+        let text = m.text();
+        for s in LIMITER_SPECS {
+            assert!(
+                text.contains(&format!("# TYPE {} ", s.name)),
+                "{} missing",
+                s.name
+            );
+            assert!(s.name.starts_with("sssonector_"));
+            assert_eq!(s.kind == COUNTER, s.name.ends_with("_total"), "{}", s.name);
+        }
+        for line in [
+            "sssonector_limiter_rate{limiter=\"throttle\"} 1000000",
+            "sssonector_limiter_burst{limiter=\"throttle\"} 131072",
+            "sssonector_limiter_rate{limiter=\"throttle.global_rate\"} 4000000",
+            "sssonector_limiter_burst{limiter=\"throttle.global_rate\"} 0",
+            "sssonector_limiter_rate{limiter=\"throttle.requests\"} 5",
+            "sssonector_limiter_burst{limiter=\"throttle.requests\"} 10",
+            "sssonector_limiter_rejected_total{limiter=\"throttle.requests\"} 3",
+            "sssonector_limiter_rate{limiter=\"throttle.clients.client1\"} 2000000",
+            "sssonector_limiter_burst{limiter=\"throttle.clients.client1\"} 131072",
+            "sssonector_limiter_throttled_bytes_total{limiter=\"throttle.clients.client1\"} 700",
+        ] {
+            assert!(text.contains(line), "{line} not in\n{text}");
+        }
+        // ctl metrics carries the same families.
+        let json = m.to_json();
+        let samples = json["sssonector_limiter_rate"]["samples"]
+            .as_array()
+            .expect("samples");
+        assert_eq!(samples.len(), 4, "{json}");
+        assert_eq!(json["sssonector_limiter_rate"]["type"], "gauge");
+        assert_eq!(
+            json["sssonector_rate_limited_requests_total"]["type"],
+            "counter"
+        );
     }
 }

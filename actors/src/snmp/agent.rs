@@ -219,6 +219,7 @@ impl Agent {
             usm: self.usm.refused(),
         };
         View::build(&system, &counts, self.stats.snapshot())
+            .with_limiters(&self.stats.limits.rows())
     }
 
     fn get(&self, view: &View, mut pdu: Pdu, budget: usize) -> Pdu {

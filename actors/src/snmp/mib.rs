@@ -2,14 +2,17 @@
 //! `system` group, the `snmp` group counters and SSSONECTOR-MIB (`mibs/`). Pure: the
 //! agent builds a [`View`] per request and answers Get, GetNext and GetBulk from it.
 //!
-//! The scalars are written out; the tables (`sssPeerTable`, `sssEndpointTable`) are
-//! answered from their rows on demand, so a walk costs a snapshot, not an object per
-//! cell.
+//! The scalars are written out; the tables (`sssPeerTable`, `sssEndpointTable`,
+//! `sssLimiterTable`) are answered from their rows on demand, so a walk costs a
+//! snapshot, not an object per cell.
 
 use std::cmp::Ordering;
 use std::ops::RangeInclusive;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 
 use crate::balancer::registry::EndpointView;
+use crate::ratelimit::limits::Row;
 use crate::tunnel::stats::{DropReason, PeerView, Snapshot};
 
 /// An object identifier as its arcs.
@@ -107,6 +110,21 @@ pub struct View {
     peers: Table<PeerView>,
     /// `sssEndpointTable`.
     endpoints: Table<EndpointView>,
+    /// `sssLimiterTable`.
+    limiters: Table<LimiterView>,
+}
+
+/// One limiter row as read once for a view, so that every cell of one response
+/// comes from the same moment.
+#[derive(Debug)]
+struct LimiterView {
+    name: String,
+    /// Bytes (requests for [`REQUESTS_LIMITER`]) per second.
+    rate: u64,
+    /// Bytes (requests).
+    burst: u64,
+    throttled: u64,
+    rejected: u64,
 }
 
 /// A conceptual table: its rows by index, ascending, and how to read a cell. A cell
@@ -114,7 +132,7 @@ pub struct View {
 #[derive(Debug)]
 struct Table<R> {
     entry: &'static [u32],
-    /// The readable columns (1 is the not-accessible index in both tables).
+    /// The readable columns (1 is the not-accessible index in every table).
     columns: RangeInclusive<u32>,
     rows: Vec<(u32, R)>,
     cell: fn(&R, u32) -> Value,
@@ -202,6 +220,13 @@ const PEER_COLUMNS: RangeInclusive<u32> = 2..=10;
 const ENDPOINT_ENTRY: &[u32] = &[1, 3, 6, 1, 4, 1, 32473, 1, 1, 5, 1];
 /// The endpoint table's readable columns (1 is its not-accessible index).
 const ENDPOINT_COLUMNS: RangeInclusive<u32> = 2..=9;
+/// `sssLimiterEntry`; a cell is `LIMITER_ENTRY.column.index`.
+const LIMITER_ENTRY: &[u32] = &[1, 3, 6, 1, 4, 1, 32473, 1, 1, 6, 1];
+/// The limiter table's readable columns (1 is its not-accessible index).
+const LIMITER_COLUMNS: RangeInclusive<u32> = 2..=6;
+/// The limiter whose rate and burst count requests, not bytes: the MIB says so, and
+/// they are served as they are rather than in kilobytes.
+const REQUESTS_LIMITER: &str = "throttle.requests";
 
 fn at(base: &[u32], tail: &[u32]) -> Oid {
     let mut oid = base.to_vec();
@@ -246,6 +271,23 @@ fn endpoint_value(e: &EndpointView, column: u32) -> Value {
         7 => Value::Counter64(e.total),
         8 => Value::Counter64(e.bytes_in),
         _ => Value::Counter64(e.bytes_out),
+    }
+}
+
+/// One cell of `sssLimiterTable`. Rate and burst are kilobytes (1000 bytes, rounded
+/// down) per second and kilobytes, as the MIB's UNITS say, saturated at the top of
+/// Unsigned32; those of [`REQUESTS_LIMITER`] are requests, as they are.
+fn limiter_value(r: &LimiterView, column: u32) -> Value {
+    let kilo = |n: u64| match r.name == REQUESTS_LIMITER {
+        true => gauge(n),
+        false => gauge(n / 1000),
+    };
+    match column {
+        LIMITER_NAME => text(&r.name),
+        LIMITER_RATE => kilo(r.rate),
+        LIMITER_BURST => kilo(r.burst),
+        5 => Value::Counter64(r.throttled),
+        _ => Value::Counter64(r.rejected),
     }
 }
 
@@ -314,7 +356,29 @@ impl View {
             scalars: e,
             peers: Table::new(PEER_ENTRY, PEER_COLUMNS, peers, cell_value),
             endpoints: Table::new(ENDPOINT_ENTRY, ENDPOINT_COLUMNS, endpoints, endpoint_value),
+            limiters: Table::new(LIMITER_ENTRY, LIMITER_COLUMNS, Vec::new(), limiter_value),
         }
+    }
+
+    /// The view with `rows` as its `sssLimiterTable` (from
+    /// [`Limits::rows`](crate::ratelimit::Limits::rows)), read at this moment: the
+    /// counters move on, the view does not.
+    pub fn with_limiters(mut self, rows: &[Arc<Row>]) -> Self {
+        let rows = rows
+            .iter()
+            .map(|r| {
+                let view = LimiterView {
+                    name: r.name.clone(),
+                    rate: r.rate.load(Relaxed),
+                    burst: r.burst.load(Relaxed),
+                    throttled: r.throttled.load(Relaxed),
+                    rejected: r.rejected.load(Relaxed),
+                };
+                (r.index, view)
+            })
+            .collect();
+        self.limiters = Table::new(LIMITER_ENTRY, LIMITER_COLUMNS, rows, limiter_value);
+        self
     }
 
     /// The value at `oid` exactly.
@@ -329,7 +393,9 @@ impl View {
         {
             return Ok(self.scalars[i].1.clone());
         }
-        if let Some(cell) = self.peers.get(oid).or_else(|| self.endpoints.get(oid)) {
+        let cell = self.peers.get(oid);
+        let cell = cell.or_else(|| self.endpoints.get(oid));
+        if let Some(cell) = cell.or_else(|| self.limiters.get(oid)) {
             return cell;
         }
         if self.is_known_scalar(oid) {
@@ -346,8 +412,13 @@ impl View {
             .scalars
             .partition_point(|(o, _)| o.as_slice().cmp(oid) != Ordering::Greater);
         let scalar = self.scalars.get(i).cloned();
-        [scalar, self.peers.next(oid), self.endpoints.next(oid)]
-            .into_iter()
+        let tables = [
+            self.peers.next(oid),
+            self.endpoints.next(oid),
+            self.limiters.next(oid),
+        ];
+        std::iter::once(scalar)
+            .chain(tables)
             .flatten()
             .min_by(|a, b| a.0.cmp(&b.0))
     }
@@ -366,7 +437,7 @@ impl View {
 
     /// Objects in the view.
     pub fn len(&self) -> usize {
-        self.scalars.len() + self.peers.len() + self.endpoints.len()
+        self.scalars.len() + self.peers.len() + self.endpoints.len() + self.limiters.len()
     }
 
     /// Whether the view is empty (it never is: the system group is always there).
@@ -387,6 +458,13 @@ pub const ENDPOINT_ADDRESS: u32 = 3;
 /// sssEndpointBreakerState, the endpoint table's column 5.
 pub const ENDPOINT_BREAKER_STATE: u32 = 5;
 
+/// sssLimiterName, the limiter table's column 2.
+pub const LIMITER_NAME: u32 = 2;
+/// sssLimiterRate, the limiter table's column 3.
+pub const LIMITER_RATE: u32 = 3;
+/// sssLimiterBurst, the limiter table's column 4.
+pub const LIMITER_BURST: u32 = 4;
+
 /// The sssPeerTable index of session `id`: the id itself while it fits the index's
 /// `Unsigned32 (1..4294967295)`, else none (the session has no row).
 pub fn peer_index(id: u64) -> Option<u32> {
@@ -402,6 +480,12 @@ pub fn peer_cell(column: u32, index: u32) -> Oid {
 /// sssEndpointEntry.column.index.
 pub fn endpoint_cell(column: u32, index: u32) -> Oid {
     at(ENDPOINT_ENTRY, &[column, index])
+}
+
+/// The OID of `column` in the limiter table's row `index`:
+/// sssLimiterEntry.column.index.
+pub fn limiter_cell(column: u32, index: u32) -> Oid {
+    at(LIMITER_ENTRY, &[column, index])
 }
 
 #[cfg(test)]
@@ -449,6 +533,7 @@ mod tests {
         let mut all = view.scalars.clone();
         all.extend(cells(&view.peers));
         all.extend(cells(&view.endpoints));
+        all.extend(cells(&view.limiters));
         all.sort_by(|a, b| a.0.cmp(&b.0));
         all
     }
@@ -474,6 +559,34 @@ mod tests {
         stats
     }
 
+    /// A limiter row as the rate limiter keeps it.
+    fn row(index: u32, name: &str, rate: u64, burst: u64) -> Arc<Row> {
+        Arc::new(Row {
+            index,
+            name: name.into(),
+            rate: rate.into(),
+            burst: burst.into(),
+            throttled: 0.into(),
+            rejected: 0.into(),
+        })
+    }
+
+    /// Limiter rows 1.. where `kept` says so (the others were removed by a reload).
+    fn limiter_rows(kept: &[bool]) -> Vec<Arc<Row>> {
+        (1u32..)
+            .zip(kept)
+            .filter(|(_, k)| **k)
+            .map(|(i, _)| {
+                row(
+                    i,
+                    &format!("throttle.clients.c{i}"),
+                    1000 * u64::from(i),
+                    65_536,
+                )
+            })
+            .collect()
+    }
+
     proptest::proptest! {
         /// With any rows gone (sparse indexes), next and get agree with the tables
         /// written out, around every object: at it, inside it, before and after it.
@@ -481,14 +594,16 @@ mod tests {
         fn the_lazy_tables_agree_with_the_tables_written_out(
             closed in proptest::collection::vec(proptest::bool::ANY, 0..12),
             retired in proptest::collection::vec(proptest::bool::ANY, 0..12),
+            limiters in proptest::collection::vec(proptest::bool::ANY, 0..8),
         ) {
             let stats = stats_with(&closed, &retired);
-            let view = View::build(&system(), &AgentCounts::default(), stats.snapshot());
+            let view = View::build(&system(), &AgentCounts::default(), stats.snapshot())
+                .with_limiters(&limiter_rows(&limiters));
             let all = materialized(&view);
             proptest::prop_assert_eq!(all.len(), view.len());
             let mut probes: Vec<Oid> = vec![
                 vec![], vec![0], vec![2], PEER_ENTRY.to_vec(), ENDPOINT_ENTRY.to_vec(),
-                at(ROOT, &[1, 5]), at(ROOT, &[1, 6]),
+                LIMITER_ENTRY.to_vec(), at(ROOT, &[1, 5]), at(ROOT, &[1, 6]), at(ROOT, &[1, 7]),
             ];
             for (oid, value) in &all {
                 proptest::prop_assert_eq!(view.get(oid), Ok(value.clone()));
@@ -517,9 +632,9 @@ mod tests {
             seen.push(oid.clone());
         }
         assert_eq!(seen.len(), view.len());
-        // 9 system and snmp, 3 general, 11 traffic, 5 connection, 9 columns x 3 rows,
+        // 9 system and snmp, 3 general, 12 traffic, 5 connection, 9 columns x 3 rows,
         // 4 engine, snmpUnknownContexts, 6 usmStats.
-        assert_eq!(seen.len(), 9 + 3 + 11 + 5 + 27 + 4 + 1 + 6);
+        assert_eq!(seen.len(), 9 + 3 + 12 + 5 + 27 + 4 + 1 + 6);
     }
 
     #[test]
@@ -564,5 +679,55 @@ mod tests {
         assert_eq!(view.get(&endpoint_cell(10, 2)), Err(Missing::Object));
         let past = view.next(&endpoint_cell(9, 2));
         assert!(past.is_none_or(|(o, _)| o.as_slice() > ENDPOINT_ENTRY));
+    }
+
+    #[test]
+    fn the_limiter_table_serves_kilobytes_and_requests_by_the_row_index() {
+        let rows = vec![
+            row(1, "throttle", 1_000_000, 131_072),
+            row(2, "throttle.global_rate", 4_000_000, 0),
+            row(3, REQUESTS_LIMITER, 5, 10),
+            row(5, "throttle.clients.c1", u64::MAX, 1999),
+        ];
+        rows[3].throttled.fetch_add(7, Relaxed);
+        rows[2].rejected.fetch_add(2, Relaxed);
+        let stats = Stats::default();
+        let view =
+            View::build(&system(), &AgentCounts::default(), stats.snapshot()).with_limiters(&rows);
+        rows[2].rejected.fetch_add(100, Relaxed);
+        let (oid, value) = view.next(LIMITER_ENTRY).expect("a row");
+        assert_eq!(
+            (oid, value),
+            (limiter_cell(LIMITER_NAME, 1), text("throttle"))
+        );
+        let cell = |column, index| view.get(&limiter_cell(column, index));
+        assert_eq!(cell(LIMITER_RATE, 1), Ok(Value::Gauge32(1000)));
+        assert_eq!(cell(LIMITER_BURST, 1), Ok(Value::Gauge32(131)));
+        assert_eq!(cell(LIMITER_RATE, 2), Ok(Value::Gauge32(4000)));
+        assert_eq!(cell(LIMITER_BURST, 2), Ok(Value::Gauge32(0)));
+        assert_eq!(cell(LIMITER_RATE, 3), Ok(Value::Gauge32(5)), "requests/s");
+        assert_eq!(cell(LIMITER_BURST, 3), Ok(Value::Gauge32(10)), "requests");
+        assert_eq!(cell(6, 3), Ok(Value::Counter64(2)), "read when built");
+        assert_eq!(cell(LIMITER_RATE, 5), Ok(Value::Gauge32(u32::MAX)));
+        assert_eq!(cell(LIMITER_BURST, 5), Ok(Value::Gauge32(1)));
+        assert_eq!(cell(5, 5), Ok(Value::Counter64(7)));
+        assert_eq!(cell(LIMITER_NAME, 4), Err(Missing::Instance));
+        assert_eq!(
+            cell(1, 1),
+            Err(Missing::Object),
+            "the index is not-accessible"
+        );
+        assert_eq!(cell(7, 1), Err(Missing::Object));
+        // After the last cell, the walk leaves the table.
+        let past = view
+            .next(&limiter_cell(6, 5))
+            .expect("the snmpEngine group");
+        assert!(!past.0.starts_with(LIMITER_ENTRY), "{past:?}");
+        let empty = View::build(&system(), &AgentCounts::default(), stats.snapshot());
+        // Limiting off: the table is served, with no row.
+        assert_eq!(empty.get(&limiter_cell(2, 1)), Err(Missing::Instance));
+        assert!(empty
+            .next(LIMITER_ENTRY)
+            .is_none_or(|(o, _)| !o.starts_with(LIMITER_ENTRY)));
     }
 }
