@@ -788,17 +788,18 @@ impl Throttle {
         let Some(b) = self.bucket(now) else {
             return Ok(want);
         };
-        let rate = b.rate();
-        let n = usize::try_from(b.available(now))
-            .unwrap_or(usize::MAX)
-            .min(want);
-        if n > 0 {
+        // Pass nothing until a twentieth of a second's worth has gathered (at most
+        // `want` and the burst), so a saturated flow moves in steps of up to 50 ms
+        // rather than the few bytes earned since its last read: tiny reads would
+        // make tiny frames, burn the CPU and never count as waiting.
+        let quantum = (b.rate() / 20)
+            .clamp(1, want.max(1) as u64)
+            .min(b.burst().max(1));
+        let available = b.available(now);
+        if available >= quantum {
             self.end_wait(now);
-            return Ok(n);
+            return Ok(usize::try_from(available).unwrap_or(usize::MAX).min(want));
         }
-        // Wait for a twentieth of a second's worth (at most `want`), so a slow flow
-        // still moves in steps of 50 ms rather than a byte at a time.
-        let quantum = (rate / 20).clamp(1, want.max(1) as u64);
         let wait = b.delay(quantum, now);
         self.start_wait(now);
         Err(wait)
@@ -888,5 +889,43 @@ impl Drop for Throttle {
         if let Some(since) = self.waiting_since.take() {
             self.count_wait(since.elapsed());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A saturated flow waits for a quantum instead of reading the few bytes earned
+    /// since its last read.
+    #[test]
+    fn an_emptied_bucket_waits_for_a_quantum_not_a_few_bytes() {
+        let limits = Arc::new(Limits::default());
+        limits.apply(Policy::from_config(&Config {
+            enabled: true,
+            rate: 1_000_000,
+            burst: 65_536,
+            ..Config::default()
+        }));
+        let flow = limits.flow("p".into(), Some("s".into()), 1);
+        let mut t = Throttle::new(flow.clone(), limits.clone());
+        assert_eq!(
+            t.allow(65_536),
+            Ok(65_536),
+            "a full bucket passes its burst"
+        );
+        t.passed(65_536);
+        // 50 ms at 1 MB/s: unless this thread stalled that long, nothing passes.
+        let wait = t.allow(65_536).expect_err("an emptied bucket waits");
+        assert!(wait > Duration::from_millis(40), "{wait:?}");
+        std::thread::sleep(wait);
+        let n = t.allow(65_536).expect("a quantum has gathered");
+        assert!(n >= 50_000, "{n}");
+        t.passed(n);
+        assert_eq!(
+            flow.throttled.load(Relaxed),
+            n as u64,
+            "bytes that waited count"
+        );
     }
 }
