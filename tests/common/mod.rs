@@ -142,11 +142,18 @@ impl Daemon {
     /// `ip netns exec`, which execs in place: [`pid`](Self::pid) and the signals
     /// reach the daemon itself.
     pub fn start_in(netns: &str, config: &Path) -> Self {
+        Self::start_in_with_env(netns, config, &[])
+    }
+
+    /// Starts `run --config <config>` inside the network namespace `netns`, with
+    /// `env` added to its environment.
+    pub fn start_in_with_env(netns: &str, config: &Path, env: &[(&str, &str)]) -> Self {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", netns])
             .arg(env!("CARGO_BIN_EXE_sssonector"))
             .args(["run", "--config"])
-            .arg(config);
+            .arg(config)
+            .envs(env.iter().copied());
         Self::spawn(cmd)
     }
 
