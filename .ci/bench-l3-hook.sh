@@ -4,10 +4,17 @@
 #   cargo build --release
 #   OURS_SETUP=$PWD/.ci/bench-l3-hook.sh OURS_NAME=sssonector SYSTEMS="veth ours" \
 #     bash ../shared/bench/l3-peers.sh
-# SSSONECTOR_BIN overrides the binary (default: target/release/sssonector here).
+# BENCH_BIN overrides the binary (default: target/release/sssonector here). Not
+# SSSONECTOR_*: the daemon reads that prefix as configuration overrides.
+# BENCH_THROTTLE=1 turns rate limiting on in both daemons with limits far above
+# the link (10 GB/s per connection, 40 GB/s shared), to measure what limiting costs.
 set -eu
 here=$(cd "$(dirname "$0")/.." && pwd)
-bin=${SSSONECTOR_BIN:-$here/target/release/sssonector}
+bin=${BENCH_BIN:-$here/target/release/sssonector}
+throttle="throttle: { enabled: false }"
+if [ "${BENCH_THROTTLE:-0}" = 1 ]; then
+  throttle="throttle: { enabled: true, rate: 10000000000, burst: 16777216, global_rate: 40000000000 }"
+fi
 case "${1:-}" in
   up)
     [ -x "$bin" ] || { echo "no $bin: run cargo build --release" >&2; exit 1; }
@@ -17,6 +24,7 @@ network: { interface: $TUN_R, address: $INNER_R/$INNER_PREFIX, mtu: 1500 }
 tunnel: { listen_address: $UNDER_R, listen_port: $PORT, cert_file: $CERT_DIR/server.crt,
           key_file: $CERT_DIR/server.key, ca_file: $CERT_DIR/ca.crt }
 security: { allowed_clients: [pa-client] }
+$throttle
 control: { socket: $OURS_LOG_DIR/server.sock }
 logging: { level: warn, format: json }
 YAML
@@ -26,6 +34,7 @@ network: { interface: $TUN_L, address: $INNER_L/$INNER_PREFIX, mtu: 1500 }
 tunnel: { servers: [ { address: "$UNDER_R:$PORT" } ], server_name: pa-server,
           cert_file: $CERT_DIR/client.crt, key_file: $CERT_DIR/client.key, ca_file: $CERT_DIR/ca.crt }
 connection: { retry_attempts: 10, retry_interval: 100ms }
+$throttle
 control: { socket: $OURS_LOG_DIR/client.sock }
 logging: { level: warn, format: json }
 YAML

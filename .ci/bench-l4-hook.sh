@@ -9,14 +9,15 @@
 # second, idle server daemon listens on the HTTP port (the client uses the first).
 #   cargo build --release
 #   OURS_SETUP=$PWD/.ci/bench-l4-hook.sh OURS_NAME=sssonector bash ../shared/bench/l4-peers.sh
-# SSSONECTOR_BIN overrides the binary (default: target/release/sssonector here).
-# SSSONECTOR_THROTTLE=1 turns rate limiting on in every daemon with limits far above
+# BENCH_BIN overrides the binary (default: target/release/sssonector here). Not
+# SSSONECTOR_*: the daemon reads that prefix as configuration overrides.
+# BENCH_THROTTLE=1 turns rate limiting on in every daemon with limits far above
 # the link (10 GB/s per connection, 40 GB/s shared), to measure what limiting costs.
 set -eu
 here=$(cd "$(dirname "$0")/.." && pwd)
-bin=${SSSONECTOR_BIN:-$here/target/release/sssonector}
+bin=${BENCH_BIN:-$here/target/release/sssonector}
 throttle="throttle: { enabled: false }"
-if [ "${SSSONECTOR_THROTTLE:-0}" = 1 ]; then
+if [ "${BENCH_THROTTLE:-0}" = 1 ]; then
   throttle="throttle: { enabled: true, rate: 10000000000, burst: 16777216, global_rate: 40000000000 }"
 fi
 case "${1:-}" in

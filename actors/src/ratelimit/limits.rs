@@ -929,3 +929,32 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod cost {
+    use super::*;
+
+    /// What one read costs the data path with limits far above the link: run with
+    /// `cargo test --release -p sssonector-actors --lib cost -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "a measurement, not a check"]
+    fn allow_and_passed_cost() {
+        let limits = Arc::new(Limits::default());
+        limits.apply(Policy::from_config(&Config {
+            enabled: true,
+            rate: 10_000_000_000,
+            burst: 16 << 20,
+            global_rate: 40_000_000_000,
+            ..Config::default()
+        }));
+        let flow = limits.flow("p".into(), Some("s".into()), 1);
+        let mut t = Throttle::new(flow, limits);
+        let n = 5_000_000u32;
+        let start = Instant::now();
+        for _ in 0..n {
+            let k = t.allow(32_000).expect("far above");
+            t.passed(std::hint::black_box(k.min(100)));
+        }
+        println!("{:?} per read", start.elapsed() / n);
+    }
+}
