@@ -803,6 +803,43 @@ mod tests {
     }
 
     #[test]
+    fn a_throttled_session_queues_to_its_bound_then_drops_as_throttled() {
+        let pool = Pool::default();
+        let (tx, mut rx) = mpsc::channel(16);
+        let peer = Arc::new(PeerTx::new(tx, false));
+        let limits = crate::ratelimit::Limits::default();
+        let flow = limits.flow("peer".into(), None, 0);
+        peer.flow.set(flow.clone()).expect("unset");
+        // Room for two 100-byte packets: the third is dropped.
+        peer.bound.store(250, Relaxed);
+        let mut out = Outbox::new(&pool);
+        let mut split = Splitter::new();
+        let mut packet = [0x45u8; 100];
+        for _ in 0..3 {
+            push_packet(&mut out, &peer, None, &mut packet, &mut split, &pool);
+            out.flush(&pool);
+        }
+        assert_eq!(peer.counters.packets_out.load(Relaxed), 2);
+        assert_eq!(peer.counters.drops(DropReason::Throttled), 1);
+        assert_eq!(flow.dropped.load(Relaxed), 1);
+        assert_eq!(peer.queued.load(Relaxed), 200);
+        // The writer takes one off: room for one more.
+        let chunk = rx.try_recv().expect("queued");
+        peer.queued.fetch_sub(chunk.packet_bytes(), Relaxed);
+        push_packet(&mut out, &peer, None, &mut packet, &mut split, &pool);
+        out.flush(&pool);
+        assert_eq!(peer.counters.packets_out.load(Relaxed), 3);
+        // An empty queue always takes a chunk, however small the bound.
+        peer.bound.store(1, Relaxed);
+        while let Ok(c) = rx.try_recv() {
+            peer.queued.fetch_sub(c.packet_bytes(), Relaxed);
+        }
+        push_packet(&mut out, &peer, None, &mut packet, &mut split, &pool);
+        out.flush(&pool);
+        assert_eq!(peer.counters.packets_out.load(Relaxed), 4);
+    }
+
+    #[test]
     fn a_full_queue_drops_and_counts_instead_of_waiting() {
         let pool = Pool::default();
         let (tx, mut rx) = mpsc::channel(1);
