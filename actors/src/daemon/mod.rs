@@ -277,9 +277,8 @@ impl Daemon {
         let limits = self.stats.limits.clone();
         let policy = Policy::from_config(&self.config.throttle);
         let log = self.log.new(slog::o!("actor" => "ratelimit"));
-        let token = self.drain.as_ref().and_then(Drain::token);
         self.limiter = Some(Supervisor::start(move |_| {
-            RateLimiter::new(limits, policy, log, token)
+            RateLimiter::new(limits, policy, log)
         }));
     }
 

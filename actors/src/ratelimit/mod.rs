@@ -30,7 +30,6 @@ pub use self::bucket::TokenBucket;
 pub use self::limits::{
     Change, Flow, Kind, Limits, Meter, Policy, Refusal, Throttle, QUEUE_DELAY, TICK, UNLIMITED,
 };
-use crate::drain::DrainToken;
 use crate::error::{Error, Result};
 
 /// How often idle request buckets are looked for: `cleanup_time` is honoured to
@@ -59,25 +58,20 @@ pub struct RateLimiter {
     policy: Policy,
     meters: HashMap<u64, Meter>,
     log: Logger,
-    _drain: Option<DrainToken>,
 }
 
 impl RateLimiter {
     /// A limiter keeping `limits` to `policy`; the policy is put in force at once,
-    /// so connections made before the actor runs are already limited.
-    pub fn new(
-        limits: Arc<Limits>,
-        policy: Policy,
-        log: Logger,
-        drain: Option<DrainToken>,
-    ) -> Self {
+    /// so connections made before the actor runs are already limited. It holds no
+    /// drain token: it has nothing to finish, and its timers would keep a stop
+    /// waiting for it. It ends with the system.
+    pub fn new(limits: Arc<Limits>, policy: Policy, log: Logger) -> Self {
         limits.apply(policy.clone());
         Self {
             limits,
             policy,
             meters: HashMap::new(),
             log,
-            _drain: drain,
         }
     }
 }
