@@ -731,6 +731,10 @@ pub struct Throttle {
     flow: Arc<Flow>,
     limits: Arc<Limits>,
     bucket: Option<TokenBucket>,
+    /// Tokens the bucket held at the last look, less what passed since: reads up to
+    /// this pass without a clock read. Refills only add, so this is never more than
+    /// the bucket would allow.
+    spare: u64,
     /// When it started waiting, if it is.
     waiting_since: Option<Instant>,
     /// The bytes about to pass waited.
@@ -745,6 +749,7 @@ impl Throttle {
             flow,
             limits,
             bucket: None,
+            spare: 0,
             waiting_since: None,
             waited: false,
             now: Instant::now(),
@@ -779,8 +784,16 @@ impl Throttle {
     /// # Errors
     /// The wait, when the bucket is empty.
     pub fn allow(&mut self, want: usize) -> Result<usize, Duration> {
-        if self.flow.rate() == UNLIMITED {
+        let rate = self.flow.rate();
+        if rate == UNLIMITED {
             self.bucket = None;
+            return Ok(want);
+        }
+        let same = self
+            .bucket
+            .as_ref()
+            .is_some_and(|b| b.rate() == rate && b.burst() == self.flow.burst.load(Relaxed));
+        if same && self.spare >= want as u64 {
             return Ok(want);
         }
         let now = Instant::now();
@@ -797,10 +810,12 @@ impl Throttle {
             .min(b.burst().max(1));
         let available = b.available(now);
         if available >= quantum {
+            self.spare = available;
             self.end_wait(now);
             return Ok(usize::try_from(available).unwrap_or(usize::MAX).min(want));
         }
         let wait = b.delay(quantum, now);
+        self.spare = 0;
         self.start_wait(now);
         Err(wait)
     }
@@ -808,6 +823,7 @@ impl Throttle {
     /// Records `n` bytes that passed after [`allow`](Self::allow).
     pub fn passed(&mut self, n: usize) {
         let n = n as u64;
+        self.spare = self.spare.saturating_sub(n);
         self.flow.passed.fetch_add(n, Relaxed);
         let now = self.now;
         if let Some(b) = self.bucket.as_mut() {
