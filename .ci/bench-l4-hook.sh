@@ -12,14 +12,16 @@
 # BENCH_BIN overrides the binary (default: target/release/sssonector here). Not
 # SSSONECTOR_*: the daemon reads that prefix as configuration overrides.
 # BENCH_THROTTLE=1 turns rate limiting on in every daemon with limits far above
-# the link (10 GB/s per connection, 40 GB/s shared), to measure what limiting costs.
+# the link (10 GB/s per connection, 40 GB/s shared), to measure what limiting costs;
+# BENCH_THROTTLE=2 the same without a global rate.
 set -eu
 here=$(cd "$(dirname "$0")/.." && pwd)
 bin=${BENCH_BIN:-$here/target/release/sssonector}
 throttle="throttle: { enabled: false }"
-if [ "${BENCH_THROTTLE:-0}" = 1 ]; then
-  throttle="throttle: { enabled: true, rate: 10000000000, burst: 16777216, global_rate: 40000000000 }"
-fi
+case "${BENCH_THROTTLE:-0}" in
+  1) throttle="throttle: { enabled: true, rate: 10000000000, burst: 16777216, global_rate: 40000000000 }" ;;
+  2) throttle="throttle: { enabled: true, rate: 10000000000, burst: 16777216 }" ;;   # no global rate
+esac
 case "${1:-}" in
   start)
     [ -x "$bin" ] || { echo "no $bin: run cargo build --release" >&2; exit 1; }
