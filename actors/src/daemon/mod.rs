@@ -39,7 +39,7 @@ use crate::listener::{self, Listener};
 use crate::logging::LogHandle;
 use crate::metrics::http::PrometheusServer;
 use crate::metrics::Metrics;
-use crate::ratelimit::{self, Policy, RateLimiter};
+use crate::ratelimit::{self, RateLimiter};
 use crate::snmp::agent::{self, Agent, SnmpAgent};
 use crate::snmp::mib;
 use crate::snmp::trap::{self, TrapSender};
@@ -275,7 +275,7 @@ impl Daemon {
 
     fn start_limiter(&mut self) {
         let limits = self.stats.limits.clone();
-        let policy = Policy::from_config(&self.config.throttle);
+        let policy = self.config.throttle.clone();
         let log = self.log.new(slog::o!("actor" => "ratelimit"));
         self.limiter = Some(Supervisor::start(move |_| {
             RateLimiter::new(limits, policy, log)
@@ -506,7 +506,7 @@ impl Daemon {
             .iter()
             .any(|c| c.component == Component::RateLimiter);
         if let (true, Some(l)) = (limits_changed, &self.limiter) {
-            l.do_send(ratelimit::Configure(Policy::from_config(&new.throttle)));
+            l.do_send(ratelimit::Configure(new.throttle.clone()));
         }
         if let Some(t) = &self.tun {
             let routes = new.network.routes.iter().map(|r| *r.get()).collect();

@@ -898,7 +898,6 @@ mod tests {
 
     #[test]
     fn limiters_are_read_from_the_limit_table_at_scrape_time() {
-        use crate::ratelimit::limits::Policy;
         use sssonector_config::schema::{Throttle, ThrottleOverride};
         let stats = Arc::new(Stats::default());
         let m = Metrics::new(stats.clone(), Mode::Server);
@@ -934,7 +933,7 @@ mod tests {
                 ..ThrottleOverride::default()
             },
         );
-        stats.limits.apply(Policy::from_config(&config));
+        stats.limits.apply(config);
         let rows = stats.limits.rows();
         rows[3].throttled.fetch_add(700, Relaxed);
         rows[2].rejected.fetch_add(3, Relaxed);

@@ -8,7 +8,7 @@
 //! shared. Every connection gets a flow, limited or not, so turning limits on by a
 //! reload reaches connections already open.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use serde_json::{json, Value};
-use sssonector_config::schema::{Requests, Throttle as Config, ThrottleOverride};
+use sssonector_config::schema::{Throttle as Config, ThrottleOverride};
 
 use super::bucket::TokenBucket;
 use super::keyed::{Keyed, Verdict};
@@ -157,41 +157,15 @@ impl Flow {
 }
 
 /// The policy in force: the `throttle` section, as `limits.set` left it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Policy {
-    /// Whether limits apply.
-    pub enabled: bool,
-    /// Per-connection rate, bytes per second.
-    pub rate: u64,
-    /// Per-connection burst, bytes.
-    pub burst: u64,
-    /// Shared by all; 0 = none.
-    pub global_rate: u64,
-    /// Per-service overrides.
-    pub services: BTreeMap<String, ThrottleOverride>,
-    /// Per-client overrides.
-    pub clients: BTreeMap<String, ThrottleOverride>,
-    /// The request limiter.
-    pub requests: Requests,
-    /// Idle time after which a request bucket is forgotten.
-    pub cleanup: Duration,
+pub type Policy = Config;
+
+/// How [`Policy`] applies to connections.
+trait Rules {
+    fn resolve(&self, peer: &str, service: Option<&str>) -> (u64, u64, u32, String);
+    fn rows(&self) -> Vec<(String, u64, u64)>;
 }
 
-impl Policy {
-    /// The policy of a `throttle` section.
-    pub fn from_config(c: &Config) -> Self {
-        Self {
-            enabled: c.enabled,
-            rate: c.rate,
-            burst: c.burst,
-            global_rate: c.global_rate,
-            services: c.services.clone(),
-            clients: c.clients.clone(),
-            requests: c.requests.clone(),
-            cleanup: c.cleanup_time.duration(),
-        }
-    }
-
+impl Rules for Policy {
     /// A connection's cap, burst, weight and the key of the limiter it falls under:
     /// a stream's service override first, then its peer's, then the defaults.
     fn resolve(&self, peer: &str, service: Option<&str>) -> (u64, u64, u32, String) {
@@ -299,8 +273,8 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        let policy = Policy::from_config(&Config::default());
-        let idle = policy.cleanup;
+        let policy = Policy::default();
+        let idle = policy.cleanup_time.duration();
         Self {
             policy: ArcSwap::from_pointee(policy),
             flows: Mutex::default(),
@@ -344,8 +318,10 @@ impl Limits {
                 .requesters
                 .lock()
                 .expect("requesters lock not poisoned");
-            q.addrs.set(r.rate, r.burst, policy.cleanup, now);
-            q.names.set(r.rate, r.burst, policy.cleanup, now);
+            q.addrs
+                .set(r.rate, r.burst, policy.cleanup_time.duration(), now);
+            q.names
+                .set(r.rate, r.burst, policy.cleanup_time.duration(), now);
             self.requests_on.store(r.rate > 0, Relaxed);
         }
         self.policy.store(Arc::new(policy));
@@ -669,7 +645,7 @@ impl Limits {
                 "rate": p.requests.rate, "burst": p.requests.burst,
                 "keys": self.request_keys(), "rejected": t.rejected_requests,
             },
-            "cleanup_seconds": p.cleanup.as_secs_f64(),
+            "cleanup_seconds": p.cleanup_time.duration().as_secs_f64(),
             "throttled_bytes": t.throttled_bytes,
             "wait_seconds": Duration::from_nanos(t.wait_ns).as_secs_f64(),
             "limiters": rows,
@@ -917,12 +893,12 @@ mod tests {
     #[test]
     fn an_emptied_bucket_waits_for_a_quantum_not_a_few_bytes() {
         let limits = Arc::new(Limits::default());
-        limits.apply(Policy::from_config(&Config {
+        limits.apply(Config {
             enabled: true,
             rate: 1_000_000,
             burst: 65_536,
             ..Config::default()
-        }));
+        });
         let flow = limits.flow("p".into(), Some("s".into()), 1);
         let mut t = Throttle::new(flow.clone(), limits.clone());
         assert_eq!(
@@ -956,13 +932,13 @@ mod cost {
     #[ignore = "a measurement, not a check"]
     fn allow_and_passed_cost() {
         let limits = Arc::new(Limits::default());
-        limits.apply(Policy::from_config(&Config {
+        limits.apply(Config {
             enabled: true,
             rate: 10_000_000_000,
             burst: 16 << 20,
             global_rate: 40_000_000_000,
             ..Config::default()
-        }));
+        });
         let flow = limits.flow("p".into(), Some("s".into()), 1);
         let mut t = Throttle::new(flow, limits);
         let n = 5_000_000u32;
