@@ -8,10 +8,8 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::netns::{output_within, Lab, Netns};
@@ -168,29 +166,7 @@ fn scrape(ns: &Netns, port: u16) -> String {
     let out = ns.exec(&["curl", "-sf", &url]);
     assert!(out.status.success(), "curl {url}: {}", out.status);
     let text = String::from_utf8(out.stdout).expect("the text format is UTF-8");
-    let mut promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool runs");
-    promtool
-        .stdin
-        .take()
-        .expect("stdin piped")
-        .write_all(text.as_bytes())
-        .expect("scrape written");
-    let checked = promtool.wait_with_output().expect("promtool ends");
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&checked.stdout),
-        String::from_utf8_lossy(&checked.stderr)
-    );
-    assert!(
-        checked.status.success() && said.trim().is_empty(),
-        "promtool check metrics: {said}\n{text}"
-    );
+    common::promtool_check(&text);
     text
 }
 

@@ -10,113 +10,17 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use common::echo::Backend;
 use common::netns::{Lab, Netns};
-use common::{cert_init, Control, Daemon};
+use common::pair::{Pair, SERVICE, WAIT};
+use common::Control;
 use serde_json::{json, Value};
 
-const WAIT: Duration = Duration::from_secs(15);
-const SERVER_NAME: &str = "sssonector-test";
-const PORT: u16 = 8443;
-const SERVER_UNDERLAY: &str = "192.168.1.1";
-/// Where the client offers the service, in its namespace.
-const SERVICE: &str = "127.0.0.1:7001";
 /// First backend port in the server's namespace; backend i listens on BACKEND + i.
 const BACKEND: u16 = 9001;
-
-/// A server with one service `echo` over `backends` and a client offering it on
-/// [`SERVICE`], in two namespaces joined by a veth pair.
-struct L4 {
-    /// The daemons run as long as this lives; fields drop in order, so they stop
-    /// before their namespaces go.
-    server: Daemon,
-    client: Daemon,
-    dir: tempfile::TempDir,
-    #[allow(dead_code)]
-    srv: Netns,
-    cli: Netns,
-}
-
-impl L4 {
-    /// `service` is the YAML of the server's service entry after `name: echo, `.
-    fn start(lab: &Lab, srv: Netns, service: &str, extra_server: &str, extra_client: &str) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
-        cert_init(dir.path(), SERVER_NAME, &["c1"]);
-        let cli = lab.netns("cli");
-        lab.veth(&srv, SERVER_UNDERLAY, &cli, "192.168.1.2");
-        let server = write(
-            dir.path(),
-            "server.yaml",
-            &format!(
-                "mode: server\n\
-                 network: {{ interface: {}, address: 10.77.0.1/24 }}\n\
-                 tunnel: {{ listen_port: {PORT}, cert_file: server.crt, key_file: server.key, \
-                 ca_file: ca.crt, keepalive: 1s }}\n\
-                 security: {{ allowed_clients: [c1] }}\n\
-                 services: [ {{ name: echo, {service} }} ]\n\
-                 control: {{ socket: server.sock }}\n\
-                 logging: {{ level: info, format: json }}\n{extra_server}",
-                lab.ifname("ts")
-            ),
-        );
-        let client = write(
-            dir.path(),
-            "c1.yaml",
-            &format!(
-                "mode: client\n\
-                 network: {{ interface: {}, address: 10.77.0.2/24 }}\n\
-                 tunnel: {{ servers: [ {{ address: \"{SERVER_UNDERLAY}:{PORT}\" }} ], \
-                 server_name: {SERVER_NAME}, cert_file: c1.crt, key_file: c1.key, \
-                 ca_file: ca.crt, keepalive: 1s }}\n\
-                 services: [ {{ name: echo, listen: \"{SERVICE}\" }} ]\n\
-                 control: {{ socket: c1.sock }}\n\
-                 logging: {{ level: info, format: json }}\n{extra_client}",
-                lab.ifname("tc")
-            ),
-        );
-        let mut server_d = Daemon::start_in(srv.name(), &server);
-        server_d.wait_for("listening", WAIT);
-        let mut client_d = Daemon::start_in(cli.name(), &client);
-        client_d.wait_for("tunnel up", WAIT);
-        Self {
-            server: server_d,
-            client: client_d,
-            dir,
-            srv,
-            cli,
-        }
-    }
-
-    /// Rewrites the server's service entry and reloads; waits for the reply.
-    fn reload_server(&mut self, service: &str) {
-        let path = self.dir.path().join("server.yaml");
-        let text = std::fs::read_to_string(&path).expect("server config");
-        let line = text
-            .lines()
-            .find(|l| l.starts_with("services:"))
-            .expect("services line")
-            .to_owned();
-        let text = text.replace(&line, &format!("services: [ {{ name: echo, {service} }} ]"));
-        std::fs::write(&path, text).expect("server config written");
-        let reply = self.ctl("server", "reload");
-        assert_eq!(reply["ok"], true, "{reply}");
-    }
-
-    fn ctl(&self, who: &str, command: &str) -> Value {
-        let mut c = Control::connect(&self.dir.path().join(format!("{who}.sock")));
-        c.call(1, command, json!({}))
-    }
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, text).expect("config written");
-    path
-}
 
 /// Bytes that differ per stream and per position, so a mixed-up or shifted stream
 /// shows.
@@ -163,9 +67,10 @@ fn a_stream_carries_megabytes_both_ways_and_closes_cleanly() {
     let lab = Lab::new();
     let srv = lab.netns("srv");
     let backend = Backend::start(&srv, "b1", BACKEND);
-    let l4 = L4::start(
+    let l4 = Pair::start(
         &lab,
         srv,
+        "echo",
         &service("round_robin", &[backend.port], &[]),
         "",
         "",
@@ -188,7 +93,7 @@ fn a_stream_carries_megabytes_both_ways_and_closes_cleanly() {
     assert_eq!(name, "b1");
     assert_eq!(back, 8 << 20);
     assert_eq!(backend.served(), 1);
-    let status = l4.ctl("c1", "status");
+    let status = l4.ctl("c1", "status", json!({}));
     let streams = &status["data"]["tunnel"]["streams"];
     assert_eq!(streams["total"], 1, "{status}");
     drop(backend);
@@ -201,9 +106,10 @@ fn a_thousand_concurrent_streams_each_carry_their_own_data() {
     let lab = Lab::new();
     let srv = lab.netns("srv");
     let backend = Backend::start(&srv, "b1", BACKEND);
-    let l4 = L4::start(
+    let l4 = Pair::start(
         &lab,
         srv,
+        "echo",
         &service("round_robin", &[backend.port], &[]),
         "connection: { max_connections: 5000 }\n",
         "connection: { max_connections: 5000 }\n",
@@ -241,13 +147,13 @@ fn a_thousand_concurrent_streams_each_carry_their_own_data() {
         })
         .collect();
     all_open.wait();
-    let status = l4.ctl("c1", "status");
+    let status = l4.ctl("c1", "status", json!({}));
     let active = status["data"]["tunnel"]["streams"]["active"].clone();
     checked.wait();
     let ok: usize = workers.into_iter().map(|w| w.join().expect("worker")).sum();
     assert_eq!(ok, THREADS * PER);
     assert_eq!(active, json!(THREADS * PER), "{status}");
-    let server = l4.ctl("server", "status");
+    let server = l4.ctl("server", "status", json!({}));
     assert_eq!(
         server["data"]["tunnel"]["streams"]["peak"],
         json!(THREADS * PER),
@@ -271,9 +177,10 @@ fn a_stalled_stream_holds_one_window_and_the_others_go_on() {
     let lab = Lab::new();
     let srv = lab.netns("srv");
     let backend = Backend::start(&srv, "b1", BACKEND);
-    let l4 = L4::start(
+    let l4 = Pair::start(
         &lab,
         srv,
+        "echo",
         &service("round_robin", &[backend.port], &[]),
         "",
         "",
@@ -397,8 +304,8 @@ fn count(names: &[String], name: &str) -> usize {
 }
 
 /// Sum of the server's endpoints' active streams.
-fn server_active(l4: &L4) -> u64 {
-    let reply = l4.ctl("server", "endpoints");
+fn server_active(l4: &Pair) -> u64 {
+    let reply = l4.ctl("server", "endpoints", json!({}));
     reply["data"]["endpoints"]
         .as_array()
         .expect("endpoints")
@@ -418,7 +325,14 @@ fn each_strategy_spreads_300_connections_by_its_definition() {
         .map(|(i, p)| Backend::start(&srv, &format!("b{}", i + 1), *p))
         .collect();
     // Round robin: 100 each, in turn.
-    let mut l4 = L4::start(&lab, srv, &service("round_robin", &ports, &[]), "", "");
+    let l4 = Pair::start(
+        &lab,
+        srv,
+        "echo",
+        &service("round_robin", &ports, &[]),
+        "",
+        "",
+    );
     let names = sequential(&l4.cli, 300);
     for b in ["b1", "b2", "b3"] {
         assert_eq!(count(&names, b), 100, "{b}");
@@ -494,8 +408,8 @@ fn ts_seconds(line: &Value) -> f64 {
 }
 
 /// The server's row of endpoint `port`.
-fn endpoint(l4: &L4, port: u16) -> Value {
-    let reply = l4.ctl("server", "endpoints");
+fn endpoint(l4: &Pair, port: u16) -> Value {
+    let reply = l4.ctl("server", "endpoints", json!({}));
     reply["data"]["endpoints"]
         .as_array()
         .expect("endpoints")
@@ -515,9 +429,10 @@ fn a_killed_backend_costs_no_client_connection_and_comes_back_when_restarted() {
         .enumerate()
         .map(|(i, p)| Backend::start(&srv, &format!("b{}", i + 1), *p))
         .collect();
-    let mut l4 = L4::start(
+    let mut l4 = Pair::start(
         &lab,
         srv,
+        "echo",
         &service("round_robin", &ports, &[]),
         "balancer: { health_check: 200ms, unhealthy_threshold: 2, healthy_threshold: 2 }\n",
         "",
@@ -578,9 +493,10 @@ fn a_breaker_opens_after_max_failures_and_half_opens_after_reset_timeout() {
     let alive = Backend::start(&srv, "b1", BACKEND);
     // The second endpoint has nothing listening: every connect to it fails.
     let dead = BACKEND + 8;
-    let mut l4 = L4::start(
+    let mut l4 = Pair::start(
         &lab,
         srv,
+        "echo",
         &service("round_robin", &[BACKEND, dead], &[]),
         "balancer: { health_check: 1h }\n\
          breaker: { max_failures: 3, failure_window: 60s, reset_timeout: 2s, \
@@ -641,9 +557,10 @@ fn beyond_max_connections_a_stream_is_refused_at_once_and_counted() {
     let lab = Lab::new();
     let srv = lab.netns("srv");
     let backend = Backend::start(&srv, "b1", BACKEND);
-    let l4 = L4::start(
+    let l4 = Pair::start(
         &lab,
         srv,
+        "echo",
         &service("round_robin", &[BACKEND], &[]),
         "",
         "connection: { max_connections: 2 }\n",
@@ -666,7 +583,7 @@ fn beyond_max_connections_a_stream_is_refused_at_once_and_counted() {
         "{read:?}"
     );
     assert!(took < Duration::from_secs(2), "refusal took {took:?}");
-    let status = l4.ctl("c1", "status");
+    let status = l4.ctl("c1", "status", json!({}));
     let refusals = &status["data"]["tunnel"]["streams"]["refused"];
     assert_eq!(refusals["E_CONN_LIMIT"], 1, "{status}");
     drop(backend);
@@ -679,9 +596,10 @@ fn endpoints_drained_added_and_removed_at_run_time_leave_live_streams_alone() {
     let b1 = Backend::start(&srv, "b1", BACKEND);
     let b2 = Backend::start(&srv, "b2", BACKEND + 1);
     let b3 = Backend::start(&srv, "b3", BACKEND + 2);
-    let mut l4 = L4::start(
+    let l4 = Pair::start(
         &lab,
         srv,
+        "echo",
         &service("round_robin", &[BACKEND, BACKEND + 1], &[]),
         "",
         "",

@@ -507,34 +507,6 @@ fn ctl_bytes_in(reply: &Value) -> f64 {
         .unwrap_or_else(|| panic!("no bytes_total in {reply}"))
 }
 
-/// Runs `promtool check metrics` on a scrape and asserts it says nothing.
-fn promtool_check(scrape: &str) {
-    // promtool reads the scrape on stdin and says nothing when it is clean.
-    let mut promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool runs (apt-get install prometheus)");
-    promtool
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(scrape.as_bytes())
-        .expect("scrape written");
-    let checked = promtool.wait_with_output().expect("promtool ends");
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&checked.stdout),
-        String::from_utf8_lossy(&checked.stderr)
-    );
-    assert!(
-        checked.status.success() && said.trim().is_empty(),
-        "promtool: {said}"
-    );
-}
-
 #[test]
 fn metrics_scrape_passes_promtool_and_agrees_with_ctl() {
     const MONITOR: &str =
@@ -554,7 +526,7 @@ fn metrics_scrape_passes_promtool_and_agrees_with_ctl() {
     };
     let (scrape, code) = curl(&pair.srv, "/metrics");
     assert_eq!(code, "200", "{scrape}");
-    promtool_check(&scrape);
+    common::promtool_check(&scrape);
     for family in [
         "mode=\"server\"} 1",
         "sssonector_tunnel_sessions_active 1",
@@ -1081,7 +1053,7 @@ fn snmp_notifications_reach_snmptrapd_when_tunnels_go_up_and_down() {
         .srv
         .exec_ok(&["curl", "-s", "http://127.0.0.1:9650/metrics"]);
     let scrape = String::from_utf8_lossy(&scrape.stdout).into_owned();
-    promtool_check(&scrape);
+    common::promtool_check(&scrape);
     for notification in ["cert_expiring", "tunnel_up", "tunnel_down"] {
         assert_eq!(
             notifications_counted(&scrape, notification, "sent"),

@@ -6,6 +6,7 @@
 
 pub mod echo;
 pub mod netns;
+pub mod pair;
 pub mod snmp;
 
 use std::io::{BufRead, BufReader};
@@ -337,4 +338,33 @@ impl Control {
         assert_eq!(reply["id"], id, "{reply}");
         reply
     }
+}
+
+/// Runs `promtool check metrics` on a scrape and asserts it says nothing.
+pub fn promtool_check(scrape: &str) {
+    use std::io::Write;
+    // promtool reads the scrape on stdin and says nothing when it is clean.
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool runs (apt-get install prometheus)");
+    promtool
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(scrape.as_bytes())
+        .expect("scrape written");
+    let checked = promtool.wait_with_output().expect("promtool ends");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    assert!(
+        checked.status.success() && said.trim().is_empty(),
+        "promtool check metrics: {said}\n{scrape}"
+    );
 }
