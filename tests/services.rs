@@ -484,6 +484,15 @@ fn a_killed_backend_costs_no_client_connection_and_comes_back_when_restarted() {
     assert!((30..=34).contains(&back), "b2 took {back} of the last 100");
     assert_eq!(down["checks"], 2, "{down}");
     assert_eq!(up["checks"], 2, "{up}");
+    // The audit trail has the transitions the log has, in order.
+    let audit = l4.server_audit();
+    let transitions: Vec<&str> = audit
+        .iter()
+        .filter(|r| r["endpoint"] == b2.as_str() && r["service"] == "echo")
+        .filter_map(|r| r["event"].as_str())
+        .filter(|e| e.starts_with("endpoint_"))
+        .collect();
+    assert_eq!(transitions, ["endpoint_down", "endpoint_up"], "{audit:?}");
 }
 
 #[test]
@@ -601,7 +610,7 @@ fn endpoints_drained_added_and_removed_at_run_time_leave_live_streams_alone() {
         srv,
         "echo",
         &service("round_robin", &[BACKEND, BACKEND + 1], &[]),
-        "",
+        "throttle: { enabled: true, rate: 50000000 }\n",
         "",
     );
     let server_sock = l4.dir.path().join("server.sock");
@@ -675,13 +684,93 @@ fn endpoints_drained_added_and_removed_at_run_time_leave_live_streams_alone() {
         json!({ "service": "echo", "address": "127.0.0.1:1" }),
     );
     assert_eq!(unknown["error"]["code"], "E_BAD_ARGS", "{unknown}");
-    // A reload back to b1 and b2 only: b3 goes, the removed one returns; the live
-    // stream stays.
+    // A reload back to b1 and b2 only, with a new rate: b3 goes, the removed one
+    // returns, the live stream keeps going and gets the new rate.
+    let config = l4.dir.path().join("server.yaml");
+    let edit = |from: &str, to: &str| {
+        let text = std::fs::read_to_string(&config).expect("server config");
+        assert!(text.contains(from), "{from} not in {text}");
+        std::fs::write(&config, text.replace(from, to)).expect("server config written");
+    };
+    edit("rate: 50000000", "rate: 25000000");
+    let sessions = |l4: &Pair| l4.ctl_ok("server", "status", json!({}))["tunnel"].clone();
+    let before = sessions(&l4);
     l4.reload_server(&service("round_robin", &[BACKEND, BACKEND + 1], &[]));
     check_live();
     let names = sequential(&l4.cli, 6);
     assert_eq!(count(&names, "b3"), 0, "{names:?}");
     assert_eq!(count(&names, &on), 3, "{names:?}");
+    let limits = l4.ctl_ok("server", "limits", json!({}));
+    assert_eq!(limits["rate"], 25_000_000, "{limits}");
+    let live_flow = limits["connections"]
+        .as_array()
+        .expect("connections")
+        .iter()
+        .find(|c| c["kind"] == "stream")
+        .cloned()
+        .expect("the live stream's flow");
+    assert_eq!(live_flow["rate"], 25_000_000, "{limits}");
+    let reloaded = l4
+        .server_audit()
+        .into_iter()
+        .rfind(|r| r["event"] == "config_reloaded")
+        .expect("config_reloaded audited");
+    // The endpoints are the file's again, as before the run-time commands: only
+    // the rate changed in the file.
+    assert_eq!(reloaded["changes"], json!(["throttle.rate"]), "{reloaded}");
+    assert_eq!(reloaded["restart_needed"], json!([]), "{reloaded}");
+
+    // An invalid file changes nothing: the reply lists every problem by key, the
+    // digest stays, the stream goes on.
+    let digest = |l4: &Pair| l4.ctl_ok("server", "status", json!({}))["config"]["digest"].clone();
+    let good_digest = digest(&l4);
+    let good = std::fs::read_to_string(&config).expect("server config");
+    std::fs::write(
+        &config,
+        good.replace("rate: 25000000", "rate: 1000, bogus: 1")
+            .replace("127.0.0.1:9001", "127.0.0.1:99999"),
+    )
+    .expect("bad config written");
+    let refused = l4.ctl("server", "reload", json!({}));
+    assert_eq!(refused["ok"], false, "{refused}");
+    assert_eq!(refused["error"]["code"], "E_CONFIG_INVALID", "{refused}");
+    let problems = refused["error"]["details"]["problems"].to_string();
+    assert!(
+        problems.contains("throttle.bogus") && problems.contains("services[0].endpoints[0]"),
+        "{refused}"
+    );
+    assert_eq!(digest(&l4), good_digest);
+    assert_eq!(l4.ctl_ok("server", "limits", json!({}))["rate"], 25_000_000);
+    check_live();
+
+    // A key only a restart can change is reported, and not applied; the rest is.
+    std::fs::write(
+        &config,
+        good.replace("listen_port: 8443", "listen_port: 8444"),
+    )
+    .expect("config written");
+    let reply = l4.ctl_ok("server", "reload", json!({}));
+    assert_eq!(
+        reply["restart_needed"],
+        json!(["tunnel.listen_port"]),
+        "{reply}"
+    );
+    assert_eq!(
+        digest(&l4),
+        good_digest,
+        "a kept restart key changes no digest"
+    );
+    assert!(
+        l4.srv.wait_listening(8443, WAIT),
+        "still on the running port"
+    );
+    check_live();
+    let after = sessions(&l4);
+    assert_eq!(
+        after["sessions"]["total"], before["sessions"]["total"],
+        "{after}"
+    );
+    assert_eq!(after["sessions"]["current"], 1, "{after}");
     drop(live_tx);
     live.join().expect("live stream thread");
     drop((b1, b2, b3));

@@ -113,6 +113,9 @@ error_codes! {
     /// A client made new connections, handshakes or streams faster than
     /// `throttle.requests` allows: this one was refused.
     RateLimited => "E_RATE_LIMITED",
+    /// The daemon could not become `security.user`/`group` (unknown name, or no
+    /// right to change user): it refuses to go on as root.
+    Privileges => "E_PRIVILEGES",
     /// A bug: an invariant did not hold.
     Internal => "E_INTERNAL",
 }
@@ -222,6 +225,9 @@ pub enum Error {
     /// lacks) or that already does; the message names both.
     #[error("{0}")]
     BadArgs(String),
+    /// Dropping privileges failed; the message says which step.
+    #[error("dropping privileges: {0}")]
+    Privileges(String),
     /// An invariant did not hold.
     #[error("internal error: {0}")]
     Internal(String),
@@ -243,6 +249,7 @@ impl Error {
             Error::ControlInUse(_) => ErrorCode::ControlInUse,
             Error::Unreachable { .. } => ErrorCode::Unreachable,
             Error::BadArgs(_) => ErrorCode::BadArgs,
+            Error::Privileges(_) => ErrorCode::Privileges,
             Error::Internal(_) => ErrorCode::Internal,
         }
     }

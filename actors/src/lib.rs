@@ -49,6 +49,7 @@ pub mod error;
 pub mod listener;
 pub mod logging;
 pub mod metrics;
+pub mod privileges;
 pub mod ratelimit;
 pub mod service;
 pub mod snmp;

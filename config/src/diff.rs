@@ -91,6 +91,8 @@ pub const RESTART_KEYS: &[&str] = &[
     "monitor.snmp.enabled",
     "monitor.snmp.listen",
     "monitor.snmp.engine_file",
+    "security.user",
+    "security.group",
 ];
 
 impl Change {
@@ -124,6 +126,8 @@ impl Config {
         self.monitor.snmp.enabled = running.monitor.snmp.enabled;
         self.monitor.snmp.listen = running.monitor.snmp.listen.clone();
         self.monitor.snmp.engine_file = running.monitor.snmp.engine_file.clone();
+        self.security.user = running.security.user.clone();
+        self.security.group = running.security.group.clone();
         self
     }
 }
@@ -294,6 +298,10 @@ mod tests {
             }),
             ("monitor.snmp.engine_file", |c| {
                 c.monitor.snmp.engine_file = "/tmp/other.json".into()
+            }),
+            ("security.user", |c| c.security.user = Some("nobody".into())),
+            ("security.group", |c| {
+                c.security.group = Some("nogroup".into())
             }),
         ];
         let listed: Vec<&str> = edits.iter().map(|(k, _)| *k).collect();

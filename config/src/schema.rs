@@ -497,6 +497,13 @@ pub struct Security {
     pub crl_file: Option<PathBuf>,
     /// File that security events are appended to as JSON lines. Default none.
     pub audit_log: Option<PathBuf>,
+    /// User to run as once the TUN device is open and the ports are bound, keeping
+    /// only CAP_NET_ADMIN (for routes); name or numeric uid. Default none: stay as
+    /// started. Reload: restart needed.
+    pub user: Option<String>,
+    /// Group to run as with `user`; name or numeric gid. Default: the user's primary
+    /// group. Reload: restart needed.
+    pub group: Option<String>,
 }
 
 /// `security.tls`.

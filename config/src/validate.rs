@@ -380,6 +380,12 @@ impl Validator {
             self.parsed(&format!("security.deny_cidrs[{i}]"), n);
         }
         self.file("security.crl_file", s.crl_file.as_ref(), false);
+        if s.user.as_deref().is_some_and(|u| u.trim().is_empty()) {
+            self.fail("security.user", "empty name");
+        }
+        if s.group.is_some() && s.user.is_none() {
+            self.fail("security.group", "needs security.user");
+        }
         if let Some(log) = &s.audit_log {
             self.parent_exists("security.audit_log", log);
         }

@@ -109,6 +109,15 @@ impl Pair {
         self.ctl_ok("c1", "reload", json!({}));
     }
 
+    /// The server's audit trail so far, one JSON value per record.
+    pub fn server_audit(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.dir.path().join("server-audit.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("audit lines are JSON"))
+            .collect()
+    }
+
     /// Both daemons' logs, for failure messages.
     pub fn logs(&mut self) -> String {
         format!(
@@ -132,7 +141,7 @@ pub fn server_yaml(interface: &str, name: &str, service: &str, extra: &str) -> S
          network: {{ interface: {interface}, address: {SERVER_INNER}/24 }}\n\
          tunnel: {{ listen_port: {PORT}, cert_file: server.crt, key_file: server.key, \
          ca_file: ca.crt, keepalive: 1s }}\n\
-         security: {{ allowed_clients: [c1] }}\n\
+         security: {{ allowed_clients: [c1], audit_log: server-audit.jsonl }}\n\
          {services}\n\
          control: {{ socket: server.sock }}\n\
          logging: {{ level: info, format: json }}\n{extra}"

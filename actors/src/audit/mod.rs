@@ -2,11 +2,15 @@
 //!
 //! One line per event: `{"ts": RFC 3339, "event": name, ...fields}`. Each line is
 //! written and flushed before the next message is handled, so an audit trail survives
-//! a crash of the process. Supervised: a restart reopens the file. It stops when its
-//! last address is dropped, after writing every record already sent.
+//! a crash of the process. The file is created owner-only (0600) and made so if it was
+//! not: the trail names peers, addresses and operators. [`Reopen`] (sent on every
+//! reload, SIGHUP or `ctl reload`) reopens it by path, so a logrotate that moved the
+//! file away gets a fresh one. Supervised: a restart reopens the file. It stops when
+//! its last address is dropped, after writing every record already sent.
 
-use std::fs::{File, OpenOptions};
+use std::fs::{File, OpenOptions, Permissions};
 use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -28,6 +32,15 @@ pub struct Record {
     /// Event data: a JSON object.
     pub fields: Value,
 }
+
+/// Closes and reopens the file by its path: after a logrotate moved it away, the
+/// records go to a new file instead of the moved one.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub struct Reopen;
+
+/// The audit file's mode: owner read and write only.
+const MODE: u32 = 0o600;
 
 /// Owns the audit file.
 pub struct AuditActor {
@@ -58,11 +71,19 @@ impl AuditActor {
     }
 
     fn open(&mut self) {
-        match OpenOptions::new()
+        let opened = OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(MODE)
             .open(&self.path)
-        {
+            .and_then(|f| {
+                // A file made before (by hand, by an older version) may be wider.
+                if f.metadata()?.permissions().mode() & 0o777 != MODE {
+                    f.set_permissions(Permissions::from_mode(MODE))?;
+                }
+                Ok(f)
+            });
+        match opened {
             Ok(f) => self.file = Some(f),
             Err(e) => {
                 let err = Error::io(&self.path, e);
@@ -109,6 +130,13 @@ impl Actor for AuditActor {
 
 impl Supervised for AuditActor {
     fn restarting(&mut self, _ctx: &mut Self::Context) {
+        self.open();
+    }
+}
+
+impl Handler<Reopen> for AuditActor {
+    type Result = ();
+    fn handle(&mut self, _: Reopen, _ctx: &mut Self::Context) {
         self.open();
     }
 }

@@ -108,7 +108,12 @@ impl Router {
             }
             Command::Reload => {
                 let changes = self.daemon.send(Reload).await.map_err(mailbox)??;
-                Ok(json!({ "changes": changes }))
+                let restart: Vec<&str> = changes
+                    .iter()
+                    .filter(|c| c.needs_restart())
+                    .map(|c| c.key.as_str())
+                    .collect();
+                Ok(json!({ "changes": changes, "restart_needed": restart }))
             }
             Command::Stop => Ok(json!({ "stopping": true })),
             Command::Metrics => Ok(self.metrics.to_json()),

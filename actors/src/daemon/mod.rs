@@ -13,7 +13,7 @@
 pub mod health;
 pub mod services;
 
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,7 +29,8 @@ use tokio::signal::unix::{signal, SignalKind};
 use self::health::ComponentState;
 pub use self::services::EndpointOp;
 use self::services::Services;
-use crate::audit::{AuditActor, Record};
+use crate::audit::{AuditActor, Record, Reopen};
+use crate::balancer::registry::{EndpointChange, EndpointEvent};
 use crate::control::protocol::SetLogLevel;
 use crate::control::{self, ControlSocketActor, Router};
 use crate::dialer::{self, Dialer};
@@ -39,6 +40,7 @@ use crate::listener::{self, Listener};
 use crate::logging::LogHandle;
 use crate::metrics::http::PrometheusServer;
 use crate::metrics::Metrics;
+use crate::privileges;
 use crate::ratelimit::{self, RateLimiter};
 use crate::snmp::agent::{self, Agent, SnmpAgent};
 use crate::snmp::mib;
@@ -76,6 +78,20 @@ pub struct GetHealth;
 /// `log.level`: reports the level, after setting it when one is given.
 impl Message for SetLogLevel {
     type Result = LogLevel;
+}
+
+/// An endpoint transition as an audit event name and fields.
+fn endpoint_record(event: &EndpointEvent) -> (&'static str, serde_json::Value) {
+    let name = match event.change {
+        EndpointChange::Down => "endpoint_down",
+        EndpointChange::Up => "endpoint_up",
+        EndpointChange::BreakerOpened => "breaker_opened",
+        EndpointChange::BreakerClosed => "breaker_closed",
+    };
+    (
+        name,
+        json!({ "service": event.service, "endpoint": event.address }),
+    )
 }
 
 /// Exit status when a second stop signal cuts the drain short.
@@ -125,6 +141,8 @@ pub struct Daemon {
     services: Services,
     /// Keeps the rate limits in force.
     limiter: Option<Addr<RateLimiter>>,
+    /// Who the daemon became after binding (`security.user`), if anyone.
+    dropped: Option<privileges::Dropped>,
 }
 
 /// The tunnel's actors, built but not started.
@@ -163,15 +181,30 @@ impl Daemon {
         let drain = Drain::default();
         let stats = Arc::new(Stats::default());
         let metrics = Arc::new(Metrics::new(stats.clone(), config.mode()));
-        let prometheus_listener = bind_prometheus(&config)?;
-        let snmp_socket = bind_snmp(&config)?;
-        let pending = Self::build_tunnel(&config, &runtime, &stats, busy.clone(), &drain, &log)?;
-        let services = Services::bind(
-            &config,
-            pending.tun.hub(),
-            runtime.handle().clone(),
-            log.new(slog::o!("actor" => "services")),
-        )?;
+        let built = (|| {
+            let prometheus_listener = bind_prometheus(&config)?;
+            let snmp_socket = bind_snmp(&config)?;
+            let pending =
+                Self::build_tunnel(&config, &runtime, &stats, busy.clone(), &drain, &log)?;
+            let services = Services::bind(
+                &config,
+                pending.tun.hub(),
+                runtime.handle().clone(),
+                log.new(slog::o!("actor" => "services")),
+            )?;
+            // Last: the device is open and every port bound.
+            let dropped = become_user(&config)?;
+            Ok((prometheus_listener, snmp_socket, pending, services, dropped))
+        })();
+        let (prometheus_listener, snmp_socket, pending, services, dropped) = match built {
+            Ok(parts) => parts,
+            Err(e) => {
+                // Dropped here it would wait for its threads inside the actix
+                // runtime, which tokio refuses with a panic.
+                runtime.shutdown_background();
+                return Err(e);
+            }
+        };
         Ok(Self {
             digest: config.digest(),
             config,
@@ -200,6 +233,7 @@ impl Daemon {
             dialer: None,
             services,
             limiter: None,
+            dropped,
         })
     }
 
@@ -270,6 +304,35 @@ impl Daemon {
             let token = self.drain.as_ref().and_then(Drain::token);
             let writable = self.audit_writable.clone();
             Supervisor::start(move |_| AuditActor::new(path, writable, log, token))
+        });
+    }
+
+    /// Writes every endpoint health and breaker transition to the audit trail, from
+    /// the registry's broadcast (the one SNMP notifications come from). Holds the
+    /// audit actor weakly, so a stop is not kept waiting for it; ends when the actor
+    /// is gone.
+    fn audit_endpoint_events(&self) {
+        let Some(audit) = self.audit.as_ref().map(Addr::downgrade) else {
+            return;
+        };
+        let mut events = self.stats.endpoints.subscribe();
+        actix_rt::spawn(async move {
+            use tokio::sync::broadcast::error::RecvError;
+            loop {
+                let (event, fields) = match events.recv().await {
+                    Ok(e) => endpoint_record(&e),
+                    Err(RecvError::Lagged(lost)) => {
+                        ("endpoint_events_lost", json!({ "count": lost }))
+                    }
+                    Err(RecvError::Closed) => return,
+                };
+                let Some(audit) = audit.upgrade() else {
+                    return;
+                };
+                if audit.send(Record { event, fields }).await.is_err() {
+                    return;
+                }
+            }
         });
     }
 
@@ -610,6 +673,29 @@ fn data_threads(config: &Config) -> usize {
     }
 }
 
+/// Becomes `security.user` when set. The files the daemon writes later as that user
+/// (the audit trail, the log file) are made now and handed over, since a user may not
+/// be able to create them where root can.
+fn become_user(config: &Config) -> Result<Option<privileges::Dropped>> {
+    let Some(user) = config.security.user.as_deref() else {
+        return Ok(None);
+    };
+    let group = config.security.group.as_deref();
+    let (uid, gid) = privileges::resolve(user, group)?;
+    let files = [&config.security.audit_log, &config.logging.file];
+    for path in files.into_iter().flatten() {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| Error::io(path, e))?;
+        nix::unistd::chown(path, Some(uid), Some(gid))
+            .map_err(|e| Error::io(path, std::io::Error::from(e)))?;
+    }
+    privileges::drop_to(user, group).map(Some)
+}
+
 fn check_tls(config: &Config) -> Result<()> {
     match config.mode() {
         Mode::Server => tls::server_config(&config.tunnel, &config.security).map(drop)?,
@@ -623,6 +709,7 @@ impl Actor for Daemon {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         self.start_audit();
+        self.audit_endpoint_events();
         self.start_limiter();
         self.start_control(ctx);
         self.start_prometheus(ctx);
@@ -640,6 +727,15 @@ impl Actor for Daemon {
             "daemon_started",
             json!({ "config": self.path, "digest": self.digest }),
         );
+        if let Some(d) = &self.dropped {
+            let kept: Vec<String> = privileges::KEPT.iter().map(ToString::to_string).collect();
+            info!(self.log, "privileges dropped";
+                "user" => &d.user, "uid" => d.uid, "gid" => d.gid, "kept" => kept.join(","));
+            self.audit(
+                "privileges_dropped",
+                json!({ "user": d.user, "uid": d.uid, "gid": d.gid, "kept": kept }),
+            );
+        }
     }
 }
 
@@ -647,6 +743,10 @@ impl Handler<Reload> for Daemon {
     type Result = Result<Vec<Change>>;
 
     fn handle(&mut self, _msg: Reload, _ctx: &mut Self::Context) -> Self::Result {
+        // First, so a logrotate's move is followed even when the file is refused.
+        if let Some(audit) = &self.audit {
+            audit.do_send(Reopen);
+        }
         let new = match self.load_for_reload() {
             Ok(c) => c,
             Err(err) => {
@@ -664,11 +764,17 @@ impl Handler<Reload> for Daemon {
         self.apply_traps();
         self.digest = self.config.digest();
         let keys: Vec<&str> = changes.iter().map(|c| c.key.as_str()).collect();
+        let restart: Vec<&str> = changes
+            .iter()
+            .filter(|c| c.needs_restart())
+            .map(|c| c.key.as_str())
+            .collect();
         info!(self.log, "configuration reloaded";
-            "changes" => keys.join(","), "digest" => &self.digest);
+            "changes" => keys.join(","), "restart_needed" => restart.join(","),
+            "digest" => &self.digest);
         self.audit(
             "config_reloaded",
-            json!({ "changes": keys, "digest": self.digest }),
+            json!({ "changes": keys, "restart_needed": restart, "digest": self.digest }),
         );
         Ok(changes)
     }
@@ -690,6 +796,7 @@ impl Handler<GetStatus> for Daemon {
             "uptime_seconds": self.started.elapsed().as_secs_f64(),
             "config": { "file": self.path, "digest": self.digest },
             "log_level": self.log_handle.level().as_str(),
+            "user": self.dropped.as_ref().map(|d| json!({ "name": d.user, "uid": d.uid, "gid": d.gid })),
             "stopping": self.drain.is_none(),
             "components": components,
             "tunnel": self.stats.to_json(),
