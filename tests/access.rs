@@ -195,6 +195,12 @@ impl Site {
         ca.issue("denied", "client", None);
         ca.revoke("revoked");
         ca.gencrl();
+        // `foreign` comes from another CA altogether.
+        let other = tempfile::tempdir().expect("temp dir");
+        cert_init(other.path(), SERVER_NAME, &["foreign"]);
+        for f in ["foreign.crt", "foreign.key"] {
+            std::fs::copy(other.path().join(f), d.join(f)).expect("copied");
+        }
         let srv = lab.netns("srv");
         let cli = lab.netns("cli");
         lab.veth(&srv, "192.168.1.1", &cli, "192.168.1.2");
@@ -317,6 +323,7 @@ fn refused_peers_leave_the_right_audit_record_and_c1_keeps_its_tunnel() {
         ("revoked", 4, "handshake_refused", "certificate_revoked"),
         ("stranger", 5, "session_refused", "name_not_allowed"),
         ("denied", 6, "session_refused", "source_denied"),
+        ("foreign", 7, "handshake_refused", "unknown_ca"),
     ];
     for (name, net, event, reason) in peers {
         let ns = lab.netns(name);
@@ -381,7 +388,7 @@ fn refused_peers_leave_the_right_audit_record_and_c1_keeps_its_tunnel() {
 #[test]
 fn a_service_and_a_destination_outside_c1s_lists_are_refused_and_counted() {
     let lab = Lab::new();
-    let site = Site::start(&lab);
+    let mut site = Site::start(&lab);
     // Layer 4: `web` admits only `somebody-else`; c1's stream is reset at once.
     let got = site
         .cli
@@ -445,5 +452,18 @@ fn a_service_and_a_destination_outside_c1s_lists_are_refused_and_counted() {
     assert_eq!(denied[0]["last_destination"], DENIED_INNER, "{}", denied[0]);
     // Rate-limited: three denied pings within 10 s make one record, not three.
     assert_eq!(denied.len(), 1, "{denied:?}");
+
+    // A reload widens c1's list: the live session takes it, no reconnect.
+    let path = site.dir.path().join("server.yaml");
+    let text = std::fs::read_to_string(&path).expect("server config");
+    let wider = format!("c1: [{SERVER_INNER}/32, {DENIED_INNER}/32]");
+    let text = text.replace(&format!("c1: [{SERVER_INNER}/32]"), &wider);
+    std::fs::write(&path, text).expect("server config written");
+    site.ctl("server", "reload");
+    assert!(
+        site.cli.ping_until(DENIED_INNER, WAIT).is_some(),
+        "the reloaded list applies to the live session"
+    );
+    site.c1_kept_its_tunnel();
     let _ = &site.ca;
 }
