@@ -369,8 +369,16 @@ impl Accepting {
         let tls_error = tls::TlsError::from_handshake(e);
         let code = tls_error.code();
         // Our verifier refused the certificate: its own words, and the certificate.
-        let refused = refusal::take_refused();
+        // Only its error says so; any other failure leaves the slot to be cleared.
         let rustls_err = e.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>());
+        let refused = refusal::take_refused().filter(|_| {
+            matches!(
+                rustls_err,
+                Some(rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::ApplicationVerificationFailure
+                ))
+            )
+        });
         let (reason, detail) = match &refused {
             Some(r) => (r.reason, r.detail.clone()),
             None => (refusal::handshake_reason(rustls_err), e.to_string()),
