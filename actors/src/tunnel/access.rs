@@ -247,6 +247,25 @@ mod tests {
         }
 
         #[test]
+        fn a_destination_passes_exactly_when_a_listed_network_holds_it(
+            nets in proptest::collection::vec((any::<u32>(), 0u8..=32), 0..4),
+            dst in any::<u32>(),
+        ) {
+            let nets: Vec<IpNet> = nets
+                .into_iter()
+                .map(|(a, len)| IpNet::V4(ipnet::Ipv4Net::new(a.into(), len).expect("len <= 32")))
+                .collect();
+            let dst = IpAddr::V4(dst.into());
+            let held = nets.iter().any(|n| {
+                let (IpNet::V4(n), IpAddr::V4(d)) = (n, dst) else { return false };
+                let mask = u32::MAX.checked_shl(32 - u32::from(n.prefix_len())).unwrap_or(0);
+                u32::from(d) & mask == u32::from(n.network()) & mask
+            });
+            prop_assert_eq!(reaches(Some(&nets), dst), held);
+            prop_assert!(reaches(None, dst));
+        }
+
+        #[test]
         fn checking_never_panics(entries in proptest::collection::vec(".{0,12}", 0..4), ns in proptest::collection::vec(".{0,12}", 0..4)) {
             let l = AllowList::new(&entries);
             if let Some(m) = l.check(&ns) {
