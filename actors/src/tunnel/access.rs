@@ -17,6 +17,7 @@
 //!   without `.` or `..`, so a prefix never admits a path that climbs out of it.
 
 use std::net::IpAddr;
+use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 
@@ -137,6 +138,77 @@ pub fn reaches(allowed: Option<&[IpNet]>, dst: IpAddr) -> bool {
     allowed.is_none_or(|nets| nets.iter().any(|n| n.contains(&dst)))
 }
 
+/// Denied packets of one session, told at most once per `every`: the first denial
+/// at once, later ones as a count when `every` has passed since the last report
+/// (and whatever is left when the session ends, see [`Denials::rest`]).
+#[derive(Debug)]
+pub struct Denials {
+    every: Duration,
+    count: u64,
+    last_destination: Option<IpAddr>,
+    reported: Option<Instant>,
+}
+
+/// What to tell about denied packets: how many since the last report, and the last
+/// one's destination.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DenialReport {
+    /// Packets denied since the last report.
+    pub count: u64,
+    /// The destination of the last of them.
+    pub last_destination: Option<IpAddr>,
+}
+
+impl Denials {
+    /// Reports at most once per `every`.
+    pub fn new(every: Duration) -> Self {
+        Self {
+            every,
+            count: 0,
+            last_destination: None,
+            reported: None,
+        }
+    }
+
+    /// Counts `packets` denied on their way to `dst` (per packet: no clock read).
+    #[inline]
+    pub fn deny(&mut self, packets: u64, dst: IpAddr) {
+        self.count += packets;
+        self.last_destination = Some(dst);
+    }
+
+    /// Whether any are waiting to be told (per batch, before [`Denials::due`]).
+    pub fn pending(&self) -> bool {
+        self.count > 0
+    }
+
+    /// The report to make at `now`, if one is due.
+    pub fn due(&mut self, now: Instant) -> Option<DenialReport> {
+        if self.count == 0
+            || self
+                .reported
+                .is_some_and(|t| now.saturating_duration_since(t) < self.every)
+        {
+            return None;
+        }
+        self.reported = Some(now);
+        self.rest()
+    }
+
+    /// What is left untold, whenever asked (the session ended).
+    pub fn rest(&mut self) -> Option<DenialReport> {
+        if self.count == 0 {
+            return None;
+        }
+        let report = DenialReport {
+            count: self.count,
+            last_destination: self.last_destination.take(),
+        };
+        self.count = 0;
+        Some(report)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,6 +291,37 @@ mod tests {
         assert!(!reaches(Some(&nets), ip("10.98.0.7")));
         assert!(!reaches(Some(&[]), ip("10.99.0.7")));
         assert!(reaches(None, ip("10.98.0.7")));
+    }
+
+    #[test]
+    fn denials_are_told_at_once_then_at_most_once_per_period_with_a_count() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        let mut d = Denials::new(s(10));
+        assert_eq!(d.due(t0), None);
+        d.deny(1, ip("10.0.0.1"));
+        let first = d.due(t0).expect("the first at once");
+        assert_eq!(
+            (first.count, first.last_destination),
+            (1, Some(ip("10.0.0.1")))
+        );
+        d.deny(2, ip("10.0.0.2"));
+        d.deny(3, ip("10.0.0.3"));
+        assert_eq!(d.due(t0 + s(9)), None, "within the period");
+        let later = d.due(t0 + s(10)).expect("due after the period");
+        assert_eq!(
+            (later.count, later.last_destination),
+            (5, Some(ip("10.0.0.3")))
+        );
+        d.deny(1, ip("10.0.0.4"));
+        assert_eq!(d.due(t0 + s(11)), None);
+        assert_eq!(
+            d.rest().map(|r| r.count),
+            Some(1),
+            "told when the session ends"
+        );
+        assert_eq!(d.rest(), None);
     }
 
     proptest! {

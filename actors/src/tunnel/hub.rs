@@ -736,10 +736,8 @@ pub struct Inbound {
     /// The destinations it may reach (`None`: any), as of `epoch`.
     allowed: Option<Arc<[IpNet]>>,
     epoch: u64,
-    /// Packets denied since the last report, and the last one's destination.
-    denied: u64,
-    denied_to: Option<IpAddr>,
-    reported: Option<Instant>,
+    /// Packets denied, told at most once per [`DENIAL_REPORT`].
+    denials: access::Denials,
     log: Logger,
 }
 
@@ -766,9 +764,7 @@ impl Inbound {
             identity,
             allowed,
             epoch,
-            denied: 0,
-            denied_to: None,
-            reported: None,
+            denials: access::Denials::new(DENIAL_REPORT),
             log,
         }
     }
@@ -780,23 +776,20 @@ impl Inbound {
             self.epoch = epoch;
             self.allowed = self.hub.destinations_of(&self.identity);
         }
-        if self.denied > 0 {
-            let now = Instant::now();
-            if self
-                .reported
-                .is_none_or(|t| now.duration_since(t) >= DENIAL_REPORT)
-            {
-                self.reported = Some(now);
-                self.report_denials();
+        if self.denials.pending() {
+            if let Some(r) = self.denials.due(Instant::now()) {
+                self.report_denials(r);
             }
         }
     }
 
     /// Logs and audits the packets denied since the last report.
-    fn report_denials(&mut self) {
-        let (count, to) = (self.denied, self.denied_to.take());
-        self.denied = 0;
-        let to = to.map(|a| a.to_string()).unwrap_or_default();
+    fn report_denials(&self, r: access::DenialReport) {
+        let count = r.count;
+        let to = r
+            .last_destination
+            .map(|a| a.to_string())
+            .unwrap_or_default();
         warn!(self.log, "packets denied";
             "code" => ErrorCode::AccessDenied, "peer" => &*self.identity, "count" => count,
             "destination" => &to);
@@ -826,8 +819,7 @@ impl Inbound {
             for _ in 0..packets {
                 c.drop_packet(DropReason::DestinationDenied);
             }
-            self.denied += packets;
-            self.denied_to = Some(dst);
+            self.denials.deny(packets, dst);
             return;
         }
         if self.source.is_some() {
@@ -862,8 +854,8 @@ impl Inbound {
 impl Drop for Inbound {
     fn drop(&mut self) {
         // The session ended: what was denied since the last report is told now.
-        if self.denied > 0 {
-            self.report_denials();
+        if let Some(r) = self.denials.rest() {
+            self.report_denials(r);
         }
     }
 }
