@@ -8,12 +8,18 @@
 # SSSONECTOR_*: the daemon reads that prefix as configuration overrides.
 # BENCH_THROTTLE=1 turns rate limiting on in both daemons with limits far above
 # the link (10 GB/s per connection, 40 GB/s shared), to measure what limiting costs.
+# BENCH_DESTINATIONS=1 gives the client a security.client_destinations list on the
+# server (two networks, the second matching), to measure what the check costs.
 set -eu
 here=$(cd "$(dirname "$0")/.." && pwd)
 bin=${BENCH_BIN:-$here/target/release/sssonector}
 throttle="throttle: { enabled: false }"
 if [ "${BENCH_THROTTLE:-0}" = 1 ]; then
   throttle="throttle: { enabled: true, rate: 10000000000, burst: 16777216, global_rate: 40000000000 }"
+fi
+destinations=""
+if [ "${BENCH_DESTINATIONS:-0}" = 1 ]; then
+  destinations=", client_destinations: { pa-client: [10.0.0.0/8, $INNER_R/32] }"
 fi
 case "${1:-}" in
   up)
@@ -23,7 +29,7 @@ mode: server
 network: { interface: $TUN_R, address: $INNER_R/$INNER_PREFIX, mtu: 1500 }
 tunnel: { listen_address: $UNDER_R, listen_port: $PORT, cert_file: $CERT_DIR/server.crt,
           key_file: $CERT_DIR/server.key, ca_file: $CERT_DIR/ca.crt }
-security: { allowed_clients: [pa-client] }
+security: { allowed_clients: [pa-client]$destinations }
 $throttle
 control: { socket: $OURS_LOG_DIR/server.sock }
 logging: { level: warn, format: json }

@@ -118,6 +118,11 @@ const LAYOUT: &[(&str, &str, Kind)] = &[
     ("sssDropsMalformed", ".1.2.10", Leaf("Counter64", RO, None)),
     ("sssDropsTunWrite", ".1.2.11", Leaf("Counter64", RO, None)),
     ("sssDropsThrottled", ".1.2.12", Leaf("Counter64", RO, None)),
+    (
+        "sssDropsDestinationDenied",
+        ".1.2.13",
+        Leaf("Counter64", RO, None),
+    ),
     // Connections
     ("sssConnections", ".1.3", Node),
     ("sssConnActive", ".1.3.1", Leaf("Gauge32", RO, None)),

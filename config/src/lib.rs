@@ -26,7 +26,7 @@ pub use diff::{diff, Change, Component, RESTART_KEYS};
 pub use load::{from_str, load, load_with_env, LoadError, ENV_PREFIX};
 pub use schema::*;
 pub use secret::{Secret, REDACTED};
-pub use validate::{validate, Problem};
+pub use validate::{allow_entry_is_valid, validate, Problem};
 pub use value::{DurationValue, FileMode, HostPort, HumanDuration, Parsed, Port};
 
 /// The formats a configuration can be written in.

@@ -275,6 +275,11 @@ pub struct Service {
     /// Server: the backends.
     #[serde(default)]
     pub endpoints: Vec<Endpoint>,
+    /// Server: the session identities (see `security.allowed_clients`, same entry
+    /// forms) that may open streams to this service; empty (default) = every client
+    /// the tunnel admitted. Others get `E_ACCESS_DENIED`. Reload: new streams.
+    #[serde(default, deserialize_with = "list_or_csv")]
+    pub allowed_clients: Vec<String>,
 }
 
 /// Load-balancing strategy.
@@ -479,14 +484,23 @@ pub struct ThrottleOverride {
 pub struct Security {
     /// TLS policy.
     pub tls: Tls,
-    /// Certificate names (CN or DNS SAN) allowed to connect; empty = any certificate
-    /// the CA signed. List or comma-separated string. Reload: live.
+    /// Certificate names allowed to connect, each matched against the subject CN,
+    /// DNS SANs and URI SANs: an exact name, `*.example.org` (one DNS label) or a
+    /// URI path prefix such as `spiffe://example.org/ns/prod/*`. The name that
+    /// matched is the session's identity. Empty (default) = any certificate the CA
+    /// signed, identified by its CN. List or comma-separated string. Reload: new
+    /// sessions.
     #[serde(deserialize_with = "list_or_csv")]
     pub allowed_clients: Vec<String>,
     /// Server: the inner addresses each client certificate name may claim, as CIDR
     /// lists, e.g. `{ client1: [10.99.0.2/32] }`. A name without an entry may claim
     /// any free address of the server's subnet. Default none. Reload: new sessions.
     pub client_addresses: BTreeMap<String, Vec<Parsed<IpNet>>>,
+    /// Server: the inner destinations each client identity may send packets to,
+    /// as CIDR lists, e.g. `{ client1: [10.99.0.0/24] }`; other packets from it are
+    /// dropped (counted as `destination_denied`). An identity without an entry may
+    /// reach anything. Default none. Reload: live, also for sessions already up.
+    pub client_destinations: BTreeMap<String, Vec<Parsed<IpNet>>>,
     /// Source networks allowed to connect; empty = all. Reload: live.
     #[serde(deserialize_with = "list_or_csv")]
     pub allow_cidrs: Vec<Parsed<IpNet>>,

@@ -64,6 +64,18 @@ pub fn validate(config: &Config) -> Vec<Problem> {
     v.problems
 }
 
+/// Whether `entry` is a well-formed `allowed_clients` entry: a name, or `*` only as
+/// a whole first DNS label (`*.example.org`) or as the last path segment of a URI
+/// (`spiffe://example.org/ns/*`).
+pub fn allow_entry_is_valid(entry: &str) -> bool {
+    let rest = if entry.contains("://") {
+        entry.strip_suffix("/*").unwrap_or(entry)
+    } else {
+        entry.strip_prefix("*.").unwrap_or(entry)
+    };
+    !rest.is_empty() && !rest.contains('*')
+}
+
 #[derive(Default)]
 struct Validator {
     problems: Vec<Problem>,
@@ -267,6 +279,25 @@ impl Validator {
                 self.parsed(&format!("{at}.endpoints[{j}].address"), &e.address);
                 self.at_least(&format!("{at}.endpoints[{j}].weight"), e.weight.into(), 1);
             }
+            self.allow_list(&format!("{at}.allowed_clients"), &s.allowed_clients);
+        }
+    }
+
+    /// Every entry of an `allowed_clients` list is a name or one of its two
+    /// wildcard forms.
+    fn allow_list(&mut self, at: &str, entries: &[String]) {
+        for (i, entry) in entries.iter().enumerate() {
+            if entry.trim().is_empty() {
+                self.fail(&format!("{at}[{i}]"), "empty name");
+            } else if !allow_entry_is_valid(entry) {
+                self.fail(
+                    &format!("{at}[{i}]"),
+                    format!(
+                        "{entry:?}: `*` only as a whole first DNS label (`*.example.org`) \
+                         or a URI's last segment (`spiffe://example.org/ns/*`)"
+                    ),
+                );
+            }
         }
     }
 
@@ -363,14 +394,15 @@ impl Validator {
 
     fn security(&mut self, c: &Config) {
         let s = &c.security;
-        for (i, name) in s.allowed_clients.iter().enumerate() {
-            if name.trim().is_empty() {
-                self.fail(&format!("security.allowed_clients[{i}]"), "empty name");
-            }
-        }
+        self.allow_list("security.allowed_clients", &s.allowed_clients);
         for (name, nets) in &s.client_addresses {
             for (i, n) in nets.iter().enumerate() {
                 self.parsed(&format!("security.client_addresses.{name}[{i}]"), n);
+            }
+        }
+        for (name, nets) in &s.client_destinations {
+            for (i, n) in nets.iter().enumerate() {
+                self.parsed(&format!("security.client_destinations.{name}[{i}]"), n);
             }
         }
         for (i, n) in s.allow_cidrs.iter().enumerate() {
@@ -454,6 +486,36 @@ impl Validator {
                     "needs a community (here or monitor.snmp.community) or a user",
                 );
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::allow_entry_is_valid;
+
+    #[test]
+    fn stars_only_make_a_first_label_or_a_last_path_segment() {
+        for ok in [
+            "c1",
+            "*.a.org",
+            "spiffe://td/ns/*",
+            "spiffe://td/x",
+            "a.b-c.org",
+        ] {
+            assert!(allow_entry_is_valid(ok), "{ok}");
+        }
+        for no in [
+            "",
+            "*",
+            "c*",
+            "a.*.org",
+            "*.*.org",
+            "spiffe://td/*/x",
+            "spiffe://td/ns*",
+            "*.",
+        ] {
+            assert!(!allow_entry_is_valid(no), "{no}");
         }
     }
 }

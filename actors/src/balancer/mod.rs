@@ -1478,6 +1478,7 @@ mod tests {
             name: "web".into(),
             listen: None,
             strategy: Strategy::WeightedRoundRobin,
+            allowed_clients: Vec::new(),
             endpoints: vec![
                 Endpoint {
                     address: Parsed::parse(" backend.internal:8080"),

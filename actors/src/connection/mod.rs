@@ -114,8 +114,14 @@ impl Actor for Connection {
         };
         let session = io.session.clone();
         self.hub.stats.opened(session.clone());
-        let inbound = Inbound::new(self.hub.clone(), session.counters.clone(), io.route);
         let peer_name: Arc<str> = session.peer.as_str().into();
+        let inbound = Inbound::new(
+            self.hub.clone(),
+            session.counters.clone(),
+            io.route,
+            peer_name.clone(),
+            self.log.clone(),
+        );
         let limits = self.hub.stats.limits.clone();
         let flow = limits.flow(peer_name.clone(), None, 0);
         let _ = io.peer.flow.set(flow.clone());

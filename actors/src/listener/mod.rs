@@ -1,7 +1,12 @@
 //! The Listener actor (server): accepts TCP on `tunnel.listen_address:listen_port`,
 //! checks the peer's source address, runs the TLS 1.3 handshake (client certificate
-//! required), checks the certificate name against `security.allowed_clients`, runs
+//! required), checks the certificate names against `security.allowed_clients`, runs
 //! the session handshake, and starts one Connection actor per accepted client.
+//!
+//! Every refusal is audited with its full reason (`handshake_refused` for TLS,
+//! `session_refused` after it) while the peer is told only a generic one
+//! (`tunnel::refusal`); every accepted session is audited with its identity, the
+//! rule that admitted it and its certificate's serial.
 //!
 //! Accepting and handshaking run as tasks on the data-path runtime, one per incoming
 //! connection, each bounded by [`HANDSHAKE_TIMEOUT`]: garbage, a stalled handshake or
@@ -28,19 +33,20 @@ use crate::audit::{AuditActor, Record};
 use crate::connection::{CloseSession, Connection, Established, SessionClosed};
 use crate::drain::DrainToken;
 use crate::error::{Error, ErrorCode};
+use crate::tunnel::access::{AllowList, Matched};
 use crate::tunnel::codec::Frame;
 use crate::tunnel::compress::Algorithm;
-use crate::tunnel::handshake::{self, Failed, Kind, HANDSHAKE_TIMEOUT};
+use crate::tunnel::handshake::{self, CertSummary, Failed, Kind, HANDSHAKE_TIMEOUT};
 use crate::tunnel::hub::{Hub, PeerTx, QUEUE};
 use crate::tunnel::session::{Hello, Policy};
 use crate::tunnel::stats::Session;
-use crate::tunnel::tls;
+use crate::tunnel::{refusal, tls};
 
 /// What a handshake task needs to decide, swapped whole on reload.
 pub struct Rules {
     acceptor: TlsAcceptor,
     policy: Policy,
-    allowed_clients: Vec<String>,
+    allowed_clients: AllowList,
     allow_cidrs: Vec<IpNet>,
     deny_cidrs: Vec<IpNet>,
     keepalive_idle: Option<Duration>,
@@ -75,7 +81,7 @@ impl Rules {
                 compression: Algorithm::from_config(config.tunnel.compression),
                 mtu: config.network.mtu,
             },
-            allowed_clients: s.allowed_clients.clone(),
+            allowed_clients: AllowList::new(&s.allowed_clients),
             allow_cidrs: nets(&s.allow_cidrs),
             deny_cidrs: nets(&s.deny_cidrs),
             keepalive_idle: config
@@ -85,22 +91,46 @@ impl Rules {
         })
     }
 
-    fn source_allowed(&self, ip: IpAddr) -> bool {
+    /// Whether `ip` may connect; if not, the stable reason and the rule that says so.
+    fn source_check(&self, ip: IpAddr) -> Result<(), (&'static str, String)> {
         let ip = match ip {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
             v4 => v4,
         };
-        if self.deny_cidrs.iter().any(|n| n.contains(&ip)) {
-            return false;
+        if let Some(n) = self.deny_cidrs.iter().find(|n| n.contains(&ip)) {
+            return Err(("source_denied", format!("{ip} is in deny_cidrs {n}")));
         }
-        self.allow_cidrs.is_empty() || self.allow_cidrs.iter().any(|n| n.contains(&ip))
+        if self.allow_cidrs.is_empty() || self.allow_cidrs.iter().any(|n| n.contains(&ip)) {
+            return Ok(());
+        }
+        Err((
+            "source_not_allowed",
+            format!("{ip} is in no allow_cidrs entry"),
+        ))
     }
+}
 
-    fn name_allowed<'n>(&self, names: &'n [String]) -> Option<&'n String> {
-        if self.allowed_clients.is_empty() {
-            return names.first();
-        }
-        names.iter().find(|n| self.allowed_clients.contains(n))
+/// What the peer is told in a Reject: a generic phrase per code, never the rule or
+/// the name that refused it (the audit log has those).
+fn public_reason(code: ErrorCode) -> &'static str {
+    match code {
+        ErrorCode::AccessDenied => refusal::GENERIC,
+        ErrorCode::BadAddress => "inner address not allowed",
+        ErrorCode::AddressInUse => "inner address in use",
+        ErrorCode::Protocol => "protocol error",
+        _ => "refused",
+    }
+}
+
+/// The stable audit reason of a session refusal with `code`.
+fn session_reason(code: ErrorCode) -> &'static str {
+    match code {
+        ErrorCode::AccessDenied => "name_not_allowed",
+        ErrorCode::BadAddress => "address_not_allowed",
+        ErrorCode::AddressInUse => "address_in_use",
+        ErrorCode::Protocol => "protocol",
+        ErrorCode::TlsHandshake => "handshake_timeout",
+        _ => "session_failed",
     }
 }
 
@@ -136,6 +166,7 @@ impl Listener {
         let t = &config.tunnel;
         let ip = *t.listen_address.get();
         let port = u16::try_from(t.listen_port.raw()).unwrap_or(0);
+        hub.configure_access(config);
         let mut this = Self {
             bind: SocketAddr::new(ip, port),
             socket: None,
@@ -158,6 +189,7 @@ impl Listener {
 
     /// Where security events go (the audit actor starts after this one is built).
     pub fn set_audit(&mut self, audit: Option<Addr<AuditActor>>) {
+        self.hub.set_audit(audit.clone());
         self.audit = audit;
     }
 
@@ -239,7 +271,10 @@ impl Handler<Reconfigure> for Listener {
     type Result = ();
     fn handle(&mut self, msg: Reconfigure, _: &mut Context<Self>) {
         match Rules::from_config(&msg.0, self.hub.offload) {
-            Ok(rules) => self.rules.store(Arc::new(rules)),
+            Ok(rules) => {
+                self.rules.store(Arc::new(rules));
+                self.hub.configure_access(&msg.0);
+            }
             Err(e) => warn!(self.log, "new tunnel rules refused, old ones kept";
                 "code" => e.code(), "error" => %e),
         }
@@ -295,27 +330,82 @@ impl Accepting {
         }
     }
 
-    fn refuse(&self, remote: SocketAddr, peer: Option<&str>, code: ErrorCode, reason: &str) {
+    /// Counts, logs and audits a refused session: `reason` is the stable word,
+    /// `detail` the rule or the check that refused it, `cert` the peer's certificate
+    /// when the TLS handshake got that far.
+    fn refuse(
+        &self,
+        remote: SocketAddr,
+        code: ErrorCode,
+        reason: &str,
+        detail: &str,
+        cert: Option<&CertSummary>,
+    ) {
         self.hub.stats.handshake_failed(code);
+        let peer = cert
+            .and_then(|c| c.names.first())
+            .map_or("", String::as_str);
         warn!(self.log, "session refused";
-            "code" => code, "reason" => reason, "remote" => %remote, "peer" => peer.unwrap_or(""));
+            "code" => code, "reason" => reason, "detail" => detail, "remote" => %remote,
+            "peer" => peer);
         if let Some(a) = &self.audit {
+            let mut fields = json!({"remote": remote.to_string(), "code": code,
+                "reason": reason, "detail": detail});
+            if let Some(c) = cert {
+                fields["peer"] = json!(peer);
+                fields["subject"] = json!(c.subject);
+                fields["serial"] = json!(c.serial);
+                fields["names"] = json!(c.names);
+            }
             a.do_send(Record {
                 event: "session_refused",
-                fields: json!({"remote": remote.to_string(), "peer": peer, "code": code, "reason": reason}),
+                fields,
+            });
+        }
+    }
+
+    /// Counts, logs and audits a failed TLS handshake (`handshake_refused`).
+    fn tls_refused(&self, remote: SocketAddr, e: &std::io::Error) {
+        let tls_error = tls::TlsError::from_handshake(e);
+        let code = tls_error.code();
+        // Our verifier refused the certificate: its own words, and the certificate.
+        // Only its error says so; any other failure leaves the slot to be cleared.
+        let rustls_err = e.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>());
+        let refused = refusal::take_refused().filter(|_| {
+            matches!(
+                rustls_err,
+                Some(rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::ApplicationVerificationFailure
+                ))
+            )
+        });
+        let (reason, detail) = match &refused {
+            Some(r) => (r.reason, r.detail.clone()),
+            None => (refusal::handshake_reason(rustls_err), e.to_string()),
+        };
+        self.hub.stats.handshake_failed(code);
+        warn!(self.log, "handshake failed";
+            "code" => code, "reason" => reason, "remote" => %remote, "error" => &detail);
+        if let Some(a) = &self.audit {
+            let mut fields = json!({"remote": remote.to_string(), "code": code,
+                "reason": reason, "detail": detail});
+            if let Some(r) = &refused {
+                fields["subject"] = json!(r.cert.subject);
+                fields["serial"] = json!(r.cert.serial);
+                fields["names"] = json!(r.cert.names);
+            }
+            a.do_send(Record {
+                event: "handshake_refused",
+                fields,
             });
         }
     }
 
     async fn handshake(self, stream: TcpStream, remote: SocketAddr) {
         let rules = self.rules.load_full();
-        if !rules.source_allowed(remote.ip()) {
-            return self.refuse(
-                remote,
-                None,
-                ErrorCode::AccessDenied,
-                "source address not allowed",
-            );
+        if let Err((reason, detail)) = rules.source_check(remote.ip()) {
+            // Before TLS: the peer is told nothing, the connection just closes.
+            return self.refuse(remote, ErrorCode::AccessDenied, reason, &detail, None);
         }
         if !self.hub.stats.limits.admit_addr(remote.ip()) {
             // Debug only: a flood would drown the log; the counter shows it.
@@ -335,12 +425,7 @@ impl Accepting {
         let left = HANDSHAKE_TIMEOUT.saturating_sub(started.elapsed());
         let tls = match tokio::time::timeout(left, rules.acceptor.accept(stream)).await {
             Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                let e = tls::TlsError::from_handshake(&e);
-                self.hub.stats.handshake_failed(e.code());
-                return warn!(self.log, "handshake failed";
-                    "code" => e.code(), "remote" => %remote, "error" => %e);
-            }
+            Ok(Err(e)) => return self.tls_refused(remote, &e),
             Err(_) => {
                 self.hub.stats.handshake_failed(ErrorCode::TlsHandshake);
                 return warn!(self.log, "handshake failed";
@@ -348,17 +433,16 @@ impl Accepting {
                     "error" => "no TLS handshake within the time limit");
             }
         };
-        let names = tls
+        let cert = tls
             .get_ref()
             .1
             .peer_certificates()
             .and_then(|c| c.first())
-            .map(|c| handshake::cert_names(c))
+            .map(|c| CertSummary::of(c))
             .unwrap_or_default();
         let tls = TlsStream::Server(tls);
         let left = HANDSHAKE_TIMEOUT.saturating_sub(started.elapsed());
-        let first = names.first().cloned();
-        match tokio::time::timeout(left, self.session(tls, &rules, &names, remote)).await {
+        match tokio::time::timeout(left, self.session(tls, &rules, &cert, remote)).await {
             Ok(Ok(established)) => {
                 debug!(self.log, "handshake done";
                     "remote" => %remote, "ms" => started.elapsed().as_millis() as u64);
@@ -367,7 +451,7 @@ impl Accepting {
             Ok(Err((mut tls, f))) => {
                 let reject = crate::tunnel::session::Reject {
                     code: f.code.as_str().into(),
-                    reason: f.reason.clone(),
+                    reason: public_reason(f.code).into(),
                 };
                 let payload = serde_json::to_vec(&reject).unwrap_or_default();
                 let _ = tokio::time::timeout(
@@ -375,13 +459,20 @@ impl Accepting {
                     handshake::write_frame(&mut tls, &Frame::Reject(&payload)),
                 )
                 .await;
-                self.refuse(remote, first.as_deref(), f.code, &f.reason);
+                self.refuse(
+                    remote,
+                    f.code,
+                    session_reason(f.code),
+                    &f.reason,
+                    Some(&cert),
+                );
             }
             Err(_) => self.refuse(
                 remote,
-                first.as_deref(),
                 ErrorCode::TlsHandshake,
+                session_reason(ErrorCode::TlsHandshake),
                 "no session handshake within the time limit",
+                Some(&cert),
             ),
         }
     }
@@ -391,11 +482,17 @@ impl Accepting {
         &self,
         mut tls: TlsStream<TcpStream>,
         rules: &Rules,
-        names: &[String],
+        cert: &CertSummary,
         remote: SocketAddr,
     ) -> Result<Established, (TlsStream<TcpStream>, Failed)> {
-        let Some(name) = rules.name_allowed(names).cloned() else {
-            let f = Failed::new(ErrorCode::AccessDenied, "certificate name not allowed");
+        let Some(Matched { name, rule }) = rules.allowed_clients.check(&cert.names) else {
+            let f = Failed::new(
+                ErrorCode::AccessDenied,
+                format!(
+                    "no certificate name ({}) matches security.allowed_clients",
+                    cert.names.join(", ")
+                ),
+            );
             return Err((tls, f));
         };
         let (kind, payload, leftover) = match handshake::read_frame(&mut tls).await {
@@ -441,7 +538,9 @@ impl Accepting {
         if let Some(a) = &self.audit {
             a.do_send(Record {
                 event: "session_started",
-                fields: json!({"peer": name, "remote": remote.to_string(), "inner": accept.address.to_string()}),
+                fields: json!({"peer": name, "rule": rule, "remote": remote.to_string(),
+                    "inner": accept.address.to_string(), "subject": cert.subject,
+                    "serial": cert.serial}),
             });
         }
         let counters = peer.counters.clone();

@@ -30,15 +30,17 @@ use tokio_util::sync::CancellationToken;
 use self::mux::{Ending, Mux, Stream};
 use crate::balancer::Balancer;
 use crate::error::ErrorCode;
+use crate::tunnel::access::AllowList;
 use crate::tunnel::hub::Hub;
 use crate::tunnel::stats::{DurationHistogram, Durations};
 
 /// Codes a stream can be refused or reset with, in counter order; anything else is
 /// counted as the last.
-pub const STREAM_CODES: [ErrorCode; 9] = [
+pub const STREAM_CODES: [ErrorCode; 10] = [
     ErrorCode::ConnLimit,
     ErrorCode::RateLimited,
     ErrorCode::UnknownService,
+    ErrorCode::AccessDenied,
     ErrorCode::NoEndpoint,
     ErrorCode::BreakerOpen,
     ErrorCode::Connect,
@@ -250,6 +252,8 @@ impl StreamSnapshot {
 pub struct Streams {
     server: AtomicBool,
     balancers: ArcSwap<HashMap<String, Addr<Balancer>>>,
+    /// Server: the services with an `allowed_clients` list, and their lists.
+    access: ArcSwap<HashMap<String, AllowList>>,
     limit: AtomicU32,
     keepalive_idle_ms: AtomicU64,
     wait_ms: AtomicU64,
@@ -261,6 +265,7 @@ impl Default for Streams {
         Self {
             server: AtomicBool::new(false),
             balancers: ArcSwap::default(),
+            access: ArcSwap::default(),
             limit: AtomicU32::new(sssonector_config::schema::defaults::MAX_CONNECTIONS),
             keepalive_idle_ms: AtomicU64::new(0),
             wait_ms: AtomicU64::new(0),
@@ -286,6 +291,22 @@ impl Streams {
         self.keepalive_idle_ms.store(idle, Relaxed);
         self.wait_ms
             .store(millis(c.connect_timeout.duration()), Relaxed);
+        let access = config
+            .services
+            .iter()
+            .filter(|s| !s.allowed_clients.is_empty())
+            .map(|s| (s.name.clone(), AllowList::new(&s.allowed_clients)))
+            .collect();
+        self.access.store(Arc::new(access));
+    }
+
+    /// Server: whether the session identity `peer` may open streams to `service`
+    /// (its `allowed_clients`; a service without one admits every session).
+    pub fn admits(&self, service: &str, peer: &str) -> bool {
+        self.access
+            .load()
+            .get(service)
+            .is_none_or(|list| list.admits(peer))
     }
 
     /// Server: the balancer of each service, swapped in whole (at start and reload).

@@ -360,6 +360,23 @@ impl Mux {
             self.wake.notify_one();
             return None;
         }
+        if !streams.admits(service, &self.peer) {
+            // After the request limiter: a flood of refused opens is throttled
+            // (and not audited one by one) like any other.
+            counters.refused(ErrorCode::AccessDenied);
+            slog::warn!(self.log, "stream refused"; "service" => service,
+                "code" => ErrorCode::AccessDenied, "reason" => "service_not_allowed");
+            self.hub.audit(
+                "stream_refused",
+                serde_json::json!({"peer": &*self.peer, "service": service,
+                    "code": ErrorCode::AccessDenied, "reason": "service_not_allowed",
+                    "detail": format!("{} is not in the service's allowed_clients", self.peer)}),
+            );
+            self.control
+                .push(Control::Refuse(id, ErrorCode::AccessDenied));
+            self.wake.notify_one();
+            return None;
+        }
         if !counters.try_open(streams.limit()) {
             debug!(self.log, "stream refused"; "service" => service, "code" => ErrorCode::ConnLimit);
             self.control.push(Control::Refuse(id, ErrorCode::ConnLimit));

@@ -632,9 +632,9 @@ mod tests {
             seen.push(oid.clone());
         }
         assert_eq!(seen.len(), view.len());
-        // 9 system and snmp, 3 general, 12 traffic, 5 connection, 9 columns x 3 rows,
+        // 9 system and snmp, 3 general, 13 traffic, 5 connection, 9 columns x 3 rows,
         // 4 engine, snmpUnknownContexts, 6 usmStats.
-        assert_eq!(seen.len(), 9 + 3 + 12 + 5 + 27 + 4 + 1 + 6);
+        assert_eq!(seen.len(), 9 + 3 + 13 + 5 + 27 + 4 + 1 + 6);
     }
 
     #[test]

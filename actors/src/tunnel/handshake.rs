@@ -137,6 +137,42 @@ pub fn cert_names(der: &[u8]) -> Vec<String> {
     names
 }
 
+/// What the audit log says about a peer's certificate: never the key, only who it
+/// claims to be.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CertSummary {
+    /// The subject, as `CN=c1, O=...`; empty when the certificate did not parse.
+    pub subject: String,
+    /// The serial number in hex, as `openssl x509 -serial` prints it (upper case).
+    pub serial: String,
+    /// Its names: CN, DNS and URI SANs (see [`cert_names`]).
+    pub names: Vec<String>,
+}
+
+impl CertSummary {
+    /// The summary of the DER certificate `der`.
+    pub fn of(der: &[u8]) -> Self {
+        use x509_parser::prelude::{FromDer, X509Certificate};
+        let Ok((_, cert)) = X509Certificate::from_der(der) else {
+            return Self::default();
+        };
+        Self {
+            subject: cert.subject().to_string(),
+            serial: {
+                let raw = cert.raw_serial();
+                // DER keeps a 0x00 before a high first byte; openssl does not print it.
+                let skip = raw
+                    .iter()
+                    .take(raw.len().saturating_sub(1))
+                    .take_while(|b| **b == 0)
+                    .count();
+                raw[skip..].iter().map(|b| format!("{b:02X}")).collect()
+            },
+            names: cert_names(der),
+        }
+    }
+}
+
 /// Socket options for a tunnel connection: no Nagle delay (frames are already
 /// batched), and TCP keepalive after `keepalive_idle` when enabled.
 pub fn tune_socket(stream: &TcpStream, keepalive_idle: Option<Duration>) {

@@ -11,6 +11,11 @@
 //!
 //! Packets arriving from a session go to the TUN device, or, on a server, straight
 //! to another client's session when the destination is that client (hub routing).
+//! On a server, a client with a `security.client_destinations` entry first has each
+//! packet's destination checked against its list ([`Inbound`] holds the list, taken
+//! again once per read batch after a reload: no lock or lookup per packet); a denied
+//! packet is dropped and counted (`destination_denied`), and reported at most once
+//! per [`DENIAL_REPORT`] per session, with a count, in the log and the audit trail.
 //!
 //! With offloads on (`virtio_net_hdr`), a read returns a TCP or UDP superpacket of up
 //! to 64 KiB; it crosses the tunnel whole in a `Gso` frame when the peer takes them,
@@ -22,6 +27,11 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use actix::Addr;
+use ipnet::IpNet;
+use slog::{warn, Logger};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use crossbeam_queue::ArrayQueue;
@@ -29,9 +39,12 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tun_rs::{AsyncDevice, VirtioNetHdr};
 
+use super::access;
 use super::busy::BusyPoll;
 use super::codec::{HEADER, T_STREAM_DATA, VNET_HDR};
 use super::stats::{Counters, DropReason, Stats};
+use crate::audit::{AuditActor, Record};
+use crate::error::ErrorCode;
 use crate::ratelimit::Flow;
 
 /// Bytes of a pooled chunk: room for two superpackets or a hundred small packets.
@@ -53,6 +66,8 @@ const QUEUE_WAIT: std::time::Duration = std::time::Duration::from_millis(2);
 pub const STREAM_CHUNK: usize = 32 * 1024;
 /// Chunks kept for reuse, of each size.
 const POOL: usize = 256;
+/// Shortest time between two reports of a session's denied packets.
+pub const DENIAL_REPORT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Packets one superpacket can split into when a peer takes no `Gso` frames.
 const SPLIT_MAX: usize = 128;
 
@@ -417,6 +432,13 @@ pub struct Hub {
     pub busy: Arc<BusyPoll>,
     /// Layer-4 streams: services, limits, the client's current session.
     pub streams: crate::service::Streams,
+    /// Server: `security.client_destinations`, by session identity; swapped whole
+    /// on reload, when [`Hub::destinations_epoch`] moves on so each session's
+    /// [`Inbound`] takes its new list at its next batch.
+    destinations: ArcSwap<HashMap<String, Arc<[IpNet]>>>,
+    destinations_epoch: AtomicU64,
+    /// Where security events go (`packet_denied`, `stream_refused`).
+    audit: ArcSwapOption<Addr<AuditActor>>,
 }
 
 impl Hub {
@@ -438,6 +460,41 @@ impl Hub {
             stats,
             busy,
             streams: crate::service::Streams::default(),
+            destinations: ArcSwap::default(),
+            destinations_epoch: AtomicU64::new(0),
+            audit: ArcSwapOption::empty(),
+        }
+    }
+
+    /// Takes `security.client_destinations` from `config`, for live sessions too.
+    pub fn configure_access(&self, config: &sssonector_config::Config) {
+        let map = config
+            .security
+            .client_destinations
+            .iter()
+            .map(|(name, nets)| {
+                let nets: Arc<[IpNet]> = nets.iter().map(|n| *n.get()).collect();
+                (name.clone(), nets)
+            })
+            .collect();
+        self.destinations.store(Arc::new(map));
+        self.destinations_epoch.fetch_add(1, Relaxed);
+    }
+
+    /// The destinations `identity` may reach; `None`: anything.
+    fn destinations_of(&self, identity: &str) -> Option<Arc<[IpNet]>> {
+        self.destinations.load().get(identity).cloned()
+    }
+
+    /// Where security events go from now on.
+    pub fn set_audit(&self, audit: Option<Addr<AuditActor>>) {
+        self.audit.store(audit.map(Arc::new));
+    }
+
+    /// Writes a security event to the audit log, if there is one (control path).
+    pub fn audit(&self, event: &'static str, fields: serde_json::Value) {
+        if let Some(a) = &*self.audit.load() {
+            a.do_send(Record { event, fields });
         }
     }
 
@@ -674,12 +731,29 @@ pub struct Inbound {
     scratch: Box<[u8]>,
     out: Outbox,
     split: Splitter,
+    /// The session's identity, the key of `client_destinations`.
+    identity: Arc<str>,
+    /// The destinations it may reach (`None`: any), as of `epoch`.
+    allowed: Option<Arc<[IpNet]>>,
+    epoch: u64,
+    /// Packets denied, told at most once per [`DENIAL_REPORT`].
+    denials: access::Denials,
+    log: Logger,
 }
 
 impl Inbound {
-    /// The path for one session; `source` pins the packets' source address.
-    pub fn new(hub: Arc<Hub>, counters: Arc<Counters>, source: Option<IpAddr>) -> Self {
+    /// The path for one session; `source` pins the packets' source address (a
+    /// server) and `identity` names the session for its destination list.
+    pub fn new(
+        hub: Arc<Hub>,
+        counters: Arc<Counters>,
+        source: Option<IpAddr>,
+        identity: Arc<str>,
+        log: Logger,
+    ) -> Self {
         let out = Outbox::new(&hub.pool);
+        let epoch = hub.destinations_epoch.load(Relaxed);
+        let allowed = source.and(hub.destinations_of(&identity));
         Self {
             hub,
             counters,
@@ -687,7 +761,43 @@ impl Inbound {
             scratch: vec![0; READ_MAX].into_boxed_slice(),
             out,
             split: Splitter::new(),
+            identity,
+            allowed,
+            epoch,
+            denials: access::Denials::new(DENIAL_REPORT),
+            log,
         }
+    }
+
+    /// Takes a reloaded destination list; reports denials (once per batch).
+    fn refresh(&mut self) {
+        let epoch = self.hub.destinations_epoch.load(Relaxed);
+        if epoch != self.epoch && self.source.is_some() {
+            self.epoch = epoch;
+            self.allowed = self.hub.destinations_of(&self.identity);
+        }
+        if self.denials.pending() {
+            if let Some(r) = self.denials.due(Instant::now()) {
+                self.report_denials(r);
+            }
+        }
+    }
+
+    /// Logs and audits the packets denied since the last report.
+    fn report_denials(&self, r: access::DenialReport) {
+        let count = r.count;
+        let to = r
+            .last_destination
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        warn!(self.log, "packets denied";
+            "code" => ErrorCode::AccessDenied, "peer" => &*self.identity, "count" => count,
+            "destination" => &to);
+        self.hub.audit(
+            "packet_denied",
+            serde_json::json!({"peer": &*self.identity, "code": ErrorCode::AccessDenied,
+                "reason": "destination_not_allowed", "count": count, "last_destination": to}),
+        );
     }
 
     /// Delivers one packet from the peer: to another session (a server forwarding
@@ -696,14 +806,21 @@ impl Inbound {
     pub async fn deliver(&mut self, hdr: Option<&[u8; VNET_HDR]>, with_hdr: &[u8]) {
         let packet = &with_hdr[with_hdr.len() - packet_len(hdr, with_hdr)..];
         let c = &self.counters;
-        c.packets_in
-            .fetch_add(hdr.map_or(1, |h| segments(h, packet.len())), Relaxed);
+        let packets = hdr.map_or(1, |h| segments(h, packet.len()));
+        c.packets_in.fetch_add(packets, Relaxed);
         c.bytes_in.fetch_add(packet.len() as u64, Relaxed);
         let Some((src, dst)) = addresses(packet) else {
             return c.drop_packet(DropReason::Malformed);
         };
         if self.source.is_some_and(|s| s != src) {
             return c.drop_packet(DropReason::SourceMismatch);
+        }
+        if !access::reaches(self.allowed.as_deref(), dst) {
+            for _ in 0..packets {
+                c.drop_packet(DropReason::DestinationDenied);
+            }
+            self.denials.deny(packets, dst);
+            return;
         }
         if self.source.is_some() {
             if let Some(peer) = self.hub.routes.load().get(&dst).cloned() {
@@ -730,6 +847,16 @@ impl Inbound {
     /// Sends what was forwarded to other sessions; call after each read.
     pub fn flush(&mut self) {
         self.out.flush(&self.hub.pool);
+        self.refresh();
+    }
+}
+
+impl Drop for Inbound {
+    fn drop(&mut self) {
+        // The session ended: what was denied since the last report is told now.
+        if let Some(r) = self.denials.rest() {
+            self.report_denials(r);
+        }
     }
 }
 

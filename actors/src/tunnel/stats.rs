@@ -35,17 +35,21 @@ pub enum DropReason {
     /// The session is rate limited and its packet queue held `QUEUE_DELAY` at its
     /// rate already.
     Throttled,
+    /// A client sent a packet to a destination outside its
+    /// `security.client_destinations`.
+    DestinationDenied,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 6] = [
+    pub const ALL: [DropReason; 7] = [
         DropReason::NoRoute,
         DropReason::QueueFull,
         DropReason::SourceMismatch,
         DropReason::Malformed,
         DropReason::TunWrite,
         DropReason::Throttled,
+        DropReason::DestinationDenied,
     ];
 
     /// Stable name, used as a metric label.
@@ -57,6 +61,7 @@ impl DropReason {
             DropReason::Malformed => "malformed",
             DropReason::TunWrite => "tun_write",
             DropReason::Throttled => "throttled",
+            DropReason::DestinationDenied => "destination_denied",
         }
     }
 }

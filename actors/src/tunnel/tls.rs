@@ -121,6 +121,7 @@ pub fn server_config(tunnel: &Tunnel, security: &Security) -> Result<Arc<ServerC
         .with_crls(crls(security)?)
         .build()
         .map_err(|e| TlsError::Setup(e.to_string()))?;
+    let verifier = Arc::new(super::refusal::Generic(verifier));
     let (certs, key) = identity(tunnel)?;
     let config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(versions(security))
