@@ -113,6 +113,9 @@ error_codes! {
     /// A client made new connections, handshakes or streams faster than
     /// `throttle.requests` allows: this one was refused.
     RateLimited => "E_RATE_LIMITED",
+    /// A long-lived actor panicked: it was restarted with its kept state, or left
+    /// stopped after too many panics in a row (its component then shows `failed`).
+    ActorPanic => "E_ACTOR_PANIC",
     /// A bug: an invariant did not hold.
     Internal => "E_INTERNAL",
 }

@@ -45,6 +45,7 @@ use crate::snmp::mib;
 use crate::snmp::trap::{self, TrapSender};
 use crate::snmp::usm::Engine;
 use crate::snmp::v3::Usm;
+use crate::supervise::{self, OnStop};
 use crate::tun::{self, TunAdapter};
 use crate::tunnel::busy::BusyPoll;
 use crate::tunnel::stats::Stats;
@@ -245,15 +246,15 @@ impl Daemon {
         let Some(Tunnel { tun, side }) = self.pending.take() else {
             return;
         };
-        self.tun = Some(tun.start());
+        self.tun = Some(supervise::start(tun, "tun", OnStop::End, &self.log));
         match side {
             Side::Server(mut l) => {
                 l.set_audit(self.audit.clone());
-                self.listener = Some(l.start());
+                self.listener = Some(supervise::start(l, "listener", OnStop::End, &self.log));
             }
             Side::Client(mut d) => {
                 d.set_audit(self.audit.clone());
-                self.dialer = Some(d.start());
+                self.dialer = Some(supervise::start(d, "dialer", OnStop::End, &self.log));
             }
         }
     }
@@ -269,7 +270,8 @@ impl Daemon {
             let log = self.log.new(slog::o!("actor" => "audit"));
             let token = self.drain.as_ref().and_then(Drain::token);
             let writable = self.audit_writable.clone();
-            Supervisor::start(move |_| AuditActor::new(path, writable, log, token))
+            let actor = AuditActor::new(path, writable, log, token);
+            supervise::start(actor, "audit", OnStop::Restart, &self.log)
         });
     }
 
@@ -277,9 +279,13 @@ impl Daemon {
         let limits = self.stats.limits.clone();
         let policy = self.config.throttle.clone();
         let log = self.log.new(slog::o!("actor" => "ratelimit"));
-        self.limiter = Some(Supervisor::start(move |_| {
-            RateLimiter::new(limits, policy, log)
-        }));
+        let actor = RateLimiter::new(limits, policy, log);
+        self.limiter = Some(supervise::start(
+            actor,
+            "ratelimit",
+            OnStop::Restart,
+            &self.log,
+        ));
     }
 
     fn start_control(&mut self, ctx: &mut Context<Self>) {
@@ -297,9 +303,13 @@ impl Daemon {
         let (path, mode, idle) = (c.socket.clone(), c.mode.get().0, c.idle_timeout.duration());
         let log = self.log.new(slog::o!("actor" => "control"));
         let token = self.drain.as_ref().and_then(Drain::token);
-        self.control = Some(Supervisor::start(move |_| {
-            ControlSocketActor::new(path, mode, idle, listener, router, log, token)
-        }));
+        let actor = ControlSocketActor::new(path, mode, idle, listener, router, log, token);
+        self.control = Some(supervise::start(
+            actor,
+            "control",
+            OnStop::Restart,
+            &self.log,
+        ));
     }
 
     fn start_prometheus(&mut self, ctx: &mut Context<Self>) {
@@ -309,8 +319,13 @@ impl Daemon {
         let (metrics, daemon) = (self.metrics.clone(), ctx.address());
         let log = self.log.new(slog::o!("actor" => "prometheus"));
         let token = self.drain.as_ref().and_then(Drain::token);
-        self.prometheus =
-            Some(PrometheusServer::new(listener, metrics, daemon, log, token).start());
+        let actor = PrometheusServer::new(listener, metrics, daemon, log, token);
+        self.prometheus = Some(supervise::start(
+            actor,
+            "prometheus",
+            OnStop::End,
+            &self.log,
+        ));
     }
 
     fn start_snmp(&mut self) {
@@ -348,7 +363,8 @@ impl Daemon {
         let log = self.log.new(slog::o!("actor" => "snmp"));
         let token = self.drain.as_ref().and_then(Drain::token);
         self.snmp_agent = Some(agent.clone());
-        self.snmp = Some(SnmpAgent::new(socket, agent, log, token).start());
+        let actor = SnmpAgent::new(socket, agent, log, token);
+        self.snmp = Some(supervise::start(actor, "snmp", OnStop::End, &self.log));
     }
 
     /// Starts the notification sender when SNMP is on and has somewhere to send to,
@@ -369,7 +385,12 @@ impl Daemon {
             self.log.new(slog::o!("actor" => "snmp_traps")),
             self.drain.as_ref().and_then(Drain::token),
         );
-        self.traps = Some(sender.start());
+        self.traps = Some(supervise::start(
+            sender,
+            "snmp_traps",
+            OnStop::End,
+            &self.log,
+        ));
     }
 
     fn components(&self) -> Vec<(&'static str, ComponentState)> {
@@ -435,6 +456,20 @@ impl Daemon {
                 _ => ComponentState::Off,
             },
         ));
+        // An actor given up on after too many panics is failed, whatever else holds.
+        let restarts = supervise::restarts();
+        for (component, state) in &mut parts {
+            let actors: &[&str] = match *component {
+                "metrics" => &["prometheus"],
+                "services" => &["service", "balancer"],
+                "tunnel" => &["listener", "dialer"],
+                "balancer" => &["balancer", "breaker"],
+                other => &[other][..],
+            };
+            if actors.iter().any(|a| restarts.gave_up(a)) {
+                *state = ComponentState::Failed;
+            }
+        }
         parts
     }
 
@@ -692,6 +727,7 @@ impl Handler<GetStatus> for Daemon {
             "log_level": self.log_handle.level().as_str(),
             "stopping": self.drain.is_none(),
             "components": components,
+            "restarts": supervise::restarts().to_json(),
             "tunnel": self.stats.to_json(),
         }))
     }
@@ -728,6 +764,58 @@ impl Handler<SetLogLevel> for Daemon {
             info!(self.log, "log level set"; "level" => level.as_str());
         }
         MessageResult(self.log_handle.level())
+    }
+}
+
+/// `fault` (debug builds): the named actor gets a message whose handler panics.
+#[cfg(debug_assertions)]
+impl Message for crate::control::protocol::Fault {
+    type Result = Result<serde_json::Value>;
+}
+
+#[cfg(debug_assertions)]
+impl Handler<crate::control::protocol::Fault> for Daemon {
+    type Result = Result<serde_json::Value>;
+
+    fn handle(
+        &mut self,
+        f: crate::control::protocol::Fault,
+        _ctx: &mut Self::Context,
+    ) -> Self::Result {
+        use crate::supervise::Panic;
+        fn send<A>(addr: Option<&Addr<A>>) -> bool
+        where
+            A: Actor<Context = Context<A>> + Handler<Panic>,
+        {
+            addr.map(|a| a.do_send(Panic)).is_some()
+        }
+        let service = f.service.as_deref();
+        let sent = match f.actor.as_str() {
+            "balancer" => send(self.services.balancer_named(service)),
+            "service" => send(self.services.listener_named(service)),
+            "snmp" => send(self.snmp.as_ref()),
+            "ratelimit" => send(self.limiter.as_ref()),
+            "audit" => send(self.audit.as_ref()),
+            "control" => send(self.control.as_ref()),
+            "prometheus" => send(self.prometheus.as_ref()),
+            "snmp_traps" => send(self.traps.as_ref()),
+            "tun" => send(self.tun.as_ref()),
+            "listener" => send(self.listener.as_ref()),
+            "dialer" => send(self.dialer.as_ref()),
+            other => {
+                return Err(Error::Control(
+                    crate::control::protocol::ProtocolError::BadArgs {
+                        command: "fault",
+                        message: format!("no actor {other:?} to fault"),
+                    },
+                ))
+            }
+        };
+        if !sent {
+            return Err(Error::NotAvailable("fault: that actor is not running"));
+        }
+        warn!(self.log, "fault injected"; "actor" => &f.actor, "service" => service);
+        Ok(json!({ "actor": f.actor, "injected": true }))
     }
 }
 

@@ -410,9 +410,10 @@ impl ServiceListener {
 impl Actor for ServiceListener {
     type Context = Context<Self>;
 
-    fn started(&mut self, ctx: &mut Context<Self>) {
+    fn started(&mut self, _: &mut Context<Self>) {
         let Some(listener) = self.listener.take() else {
-            return ctx.stop();
+            // Restarted: the accept task kept running with its socket.
+            return;
         };
         info!(self.log, "service listening");
         self.runtime.spawn(accept(
@@ -429,6 +430,11 @@ impl Actor for ServiceListener {
         info!(self.log, "service stopped");
     }
 }
+
+/// Nothing to rebuild: the accept task runs on the data runtime, the streams go on.
+impl Supervised for ServiceListener {}
+
+crate::supervise::panic_on_fault!(ServiceListener);
 
 /// Stops a service listener; its live streams go on.
 #[derive(Message)]
