@@ -278,3 +278,134 @@ fn balancer_snmp_and_rate_limiter_restart_after_a_panic_while_the_tunnel_runs() 
     assert_eq!(pair.client.seen_msg("tunnel down"), 0, "{}", pair.logs());
     drop(backend);
 }
+
+/// A pair with `drain_timeout` on the server and one echo backend, and a stream
+/// through it that has echoed once.
+fn pair_with_a_stream(lab: &Lab, drain_timeout: &str) -> (Pair, Backend, TcpStream) {
+    let srv = lab.netns("srv");
+    let backend = Backend::start(&srv, "b1", BACKEND);
+    let pair = Pair::start(
+        lab,
+        srv,
+        "echo",
+        &format!("endpoints: [ {{ address: \"127.0.0.1:{BACKEND}\" }} ]"),
+        &format!("connection: {{ drain_timeout: {drain_timeout} }}\n"),
+        "",
+    );
+    let stream = pair
+        .cli
+        .thread(|| -> std::io::Result<TcpStream> {
+            let s = TcpStream::connect(SERVICE)?;
+            s.set_read_timeout(Some(Duration::from_secs(10)))?;
+            let mut name = String::new();
+            BufReader::new(s.try_clone()?).read_line(&mut name)?;
+            assert_eq!(name.trim(), "b1");
+            echo(&s, 1)?;
+            Ok(s)
+        })
+        .join()
+        .expect("stream thread")
+        .expect("a stream through the tunnel");
+    (pair, backend, stream)
+}
+
+/// Sends 64 bytes of `n` on `s` and reads them back.
+fn echo(mut s: &TcpStream, n: u8) -> std::io::Result<()> {
+    let data = [n; 64];
+    s.write_all(&data)?;
+    let mut back = [0u8; 64];
+    s.read_exact(&mut back)?;
+    if back == data {
+        Ok(())
+    } else {
+        Err(std::io::Error::other("echo differs"))
+    }
+}
+
+#[test]
+fn a_graceful_stop_lets_a_live_stream_finish_and_refuses_new_ones() {
+    let lab = Lab::new();
+    let (mut pair, _backend, stream) = pair_with_a_stream(&lab, "10s");
+    let stopped = Instant::now();
+    pair.server.signal(nix::sys::signal::Signal::SIGTERM);
+    log_line(&mut pair.server, "daemon stopping", &[], WAIT);
+    // The live stream goes on exchanging, slowly, for a second of the drain.
+    for n in 2..7 {
+        std::thread::sleep(Duration::from_millis(200));
+        echo(&stream, n).unwrap_or_else(|e| panic!("exchange {n} during the drain: {e}"));
+    }
+    // A new stream is refused while draining.
+    let refused = pair.cli.thread(new_stream).join().expect("stream thread");
+    assert!(
+        refused.is_err(),
+        "a new stream during the drain: {refused:?}"
+    );
+    // Its end: our half-close, the backend's answer; then the daemon exits.
+    stream
+        .shutdown(std::net::Shutdown::Write)
+        .expect("half-close");
+    let mut rest = Vec::new();
+    (&stream)
+        .read_to_end(&mut rest)
+        .expect("the stream ends cleanly");
+    assert!(rest.is_empty());
+    assert_eq!(
+        pair.server.wait_exit(WAIT),
+        Some(0),
+        "{}",
+        pair.server.log()
+    );
+    let took = stopped.elapsed();
+    let drained = pair
+        .server
+        .seen_json()
+        .into_iter()
+        .find(|j| j["msg"] == "streams drained")
+        .unwrap_or_else(|| panic!("no drain line:\n{}", pair.server.log()));
+    assert_eq!(
+        (drained["drained"].as_u64(), drained["cut"].as_u64()),
+        (Some(1), Some(0))
+    );
+    assert!(took < Duration::from_secs(10), "stop took {took:?}");
+    eprintln!(
+        "stop with a live stream: drained in {} ms, exited after {took:?}",
+        drained["waited_ms"]
+    );
+}
+
+#[test]
+fn a_graceful_stop_cuts_a_stream_that_outlives_drain_timeout() {
+    const GRACE: Duration = Duration::from_secs(2);
+    let lab = Lab::new();
+    let (mut pair, _backend, stream) = pair_with_a_stream(&lab, "2s");
+    let stopped = Instant::now();
+    pair.server.signal(nix::sys::signal::Signal::SIGTERM);
+    // The stream stays open and idle: it is cut once the grace period is over.
+    let mut rest = Vec::new();
+    let cut = (&stream).read_to_end(&mut rest);
+    let cut_after = stopped.elapsed();
+    assert_eq!(
+        pair.server.wait_exit(WAIT),
+        Some(0),
+        "{}",
+        pair.server.log()
+    );
+    let took = stopped.elapsed();
+    let line = pair
+        .server
+        .seen_json()
+        .into_iter()
+        .find(|j| j["msg"] == "streams drained, the rest cut")
+        .unwrap_or_else(|| panic!("no cut line:\n{}", pair.server.log()));
+    assert_eq!(
+        (line["drained"].as_u64(), line["cut"].as_u64()),
+        (Some(0), Some(1))
+    );
+    assert_eq!(line["code"], "E_STREAM_RESET");
+    assert!(
+        cut_after >= GRACE && cut_after < GRACE + Duration::from_secs(2),
+        "stream cut after {cut_after:?} ({cut:?})"
+    );
+    assert!(took < GRACE + Duration::from_secs(5), "stop took {took:?}");
+    eprintln!("stop with a stuck stream: cut after {cut_after:?}, exited after {took:?}");
+}

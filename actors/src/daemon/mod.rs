@@ -3,8 +3,13 @@
 //! It owns the running [`Config`], starts the children, and turns signals into
 //! lifecycle: SIGHUP reloads (load, validate, diff, hand each change to its owner; a
 //! bad file is refused and the running configuration stays), SIGTERM and SIGINT stop
-//! gracefully (children are told, then waited for by their drain tokens up to
-//! `connection.drain_timeout`), and a second stop signal forces the exit.
+//! gracefully, and a second stop signal forces the exit.
+//!
+//! A graceful stop first stops taking new tunnels' streams and lets the live layer-4
+//! streams finish, up to `connection.drain_timeout` (each stream's task holds a
+//! drain token: the last one dropped ends the wait, nothing sleeps); then it closes
+//! the sessions, cutting what streams are left, and waits for the children's drain
+//! tokens for the rest of the grace period (at least `CLOSE_GRACE`, 2 s).
 //!
 //! Signals come from tokio's per-signal streams rather than `ctrlc`: `ctrlc` handles
 //! SIGINT only, and with its `termination` feature SIGHUP lands in the same handler,
@@ -81,6 +86,10 @@ impl Message for SetLogLevel {
 
 /// Exit status when a second stop signal cuts the drain short.
 const FORCED_EXIT: i32 = 130;
+
+/// How long closing the sessions may take at least, after the streams' drain used
+/// up `connection.drain_timeout`: a goodbye frame and a TLS close each.
+const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The root actor.
 pub struct Daemon {
@@ -842,21 +851,41 @@ impl Handler<Stop> for Daemon {
         // Its task keeps sending until the sessions below have ended, on its token.
         self.traps = None;
         self.audit = None;
-        self.services.stop();
-        if let Some(l) = self.listener.take() {
-            l.do_send(listener::Shutdown);
-        }
-        if let Some(d) = self.dialer.take() {
-            d.do_send(dialer::Shutdown);
-        }
-        if let Some(t) = self.tun.take() {
-            t.do_send(tun::Shutdown);
-        }
+        // No new streams; the live ones may finish within the grace period, on
+        // sessions kept open for them.
+        let streams = self.services.stop();
+        let live = self.stats.streams.snapshot().active;
+        let (listener, dialer, tun) = (self.listener.take(), self.dialer.take(), self.tun.take());
+        let stats = self.stats.clone();
         let runtime = self.runtime.take();
         let log = self.log.clone();
         ctx.spawn(
             async move {
-                if drain.wait(grace).await {
+                let began = Instant::now();
+                if let Some(streams) = streams.filter(|_| live > 0) {
+                    streams.wait(grace).await;
+                    let cut = stats.streams.snapshot().active;
+                    let waited_ms = began.elapsed().as_millis() as u64;
+                    if cut == 0 {
+                        info!(log, "streams drained"; "drained" => live, "cut" => 0, "waited_ms" => waited_ms);
+                    } else {
+                        warn!(log, "streams drained, the rest cut";
+                            "code" => crate::ErrorCode::StreamReset,
+                            "drained" => live.saturating_sub(cut), "cut" => cut, "waited_ms" => waited_ms);
+                    }
+                }
+                // Then the sessions (resetting what streams are left) and the device.
+                if let Some(l) = listener {
+                    l.do_send(listener::Shutdown);
+                }
+                if let Some(d) = dialer {
+                    d.do_send(dialer::Shutdown);
+                }
+                if let Some(t) = tun {
+                    t.do_send(tun::Shutdown);
+                }
+                let rest = grace.saturating_sub(began.elapsed()).max(CLOSE_GRACE);
+                if drain.wait(rest).await {
                     info!(log, "daemon stopped");
                 } else {
                     warn!(log, "drain timeout, remaining work cut"; "grace_ms" => grace.as_millis() as u64);

@@ -99,14 +99,16 @@ impl Services {
         self.hub.streams.set_balancers(self.balancers.clone());
     }
 
-    /// Stops accepting new streams (the daemon is stopping); live ones end with
-    /// their sessions.
-    pub fn stop(&mut self) {
+    /// Stops accepting new streams (the daemon is stopping: a server refuses new
+    /// `StreamOpen`s with `E_UNKNOWN_SERVICE`) and returns the drain of the live
+    /// ones, which go on until they end or their session is closed.
+    pub fn stop(&mut self) -> Option<crate::drain::Drain> {
         for (_, (_, actor)) in self.listeners.drain() {
             actor.do_send(StopService);
         }
         self.balancers.clear();
         self.publish();
+        self.hub.streams.take_drain()
     }
 
     /// Whether every service listener, and every balancer, is running; `None` where

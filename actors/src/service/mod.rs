@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::mux::{Ending, Mux, Stream};
 use crate::balancer::Balancer;
+use crate::drain::{Drain, DrainToken};
 use crate::error::ErrorCode;
 use crate::tunnel::hub::Hub;
 use crate::tunnel::stats::{DurationHistogram, Durations};
@@ -254,6 +255,9 @@ pub struct Streams {
     keepalive_idle_ms: AtomicU64,
     wait_ms: AtomicU64,
     current: watch::Sender<Option<Arc<Mux>>>,
+    /// Each live stream's task holds a token of it, so a graceful stop sees the
+    /// last stream end; `None` once the stop took it.
+    drain: Mutex<Option<Drain>>,
 }
 
 impl Default for Streams {
@@ -265,6 +269,7 @@ impl Default for Streams {
             keepalive_idle_ms: AtomicU64::new(0),
             wait_ms: AtomicU64::new(0),
             current: watch::Sender::new(None),
+            drain: Mutex::new(Some(Drain::default())),
         }
     }
 }
@@ -286,6 +291,25 @@ impl Streams {
         self.keepalive_idle_ms.store(idle, Relaxed);
         self.wait_ms
             .store(millis(c.connect_timeout.duration()), Relaxed);
+    }
+
+    /// A token for a new stream's task, held until the stream ends; `None` once
+    /// the daemon is stopping.
+    pub fn token(&self) -> Option<DrainToken> {
+        self.drain
+            .lock()
+            .expect("the drain lock is never held across a panic")
+            .as_ref()
+            .and_then(Drain::token)
+    }
+
+    /// The drain of the live streams, for a graceful stop: its `wait` returns when
+    /// the last one has ended. `None` after the first call.
+    pub fn take_drain(&self) -> Option<Drain> {
+        self.drain
+            .lock()
+            .expect("the drain lock is never held across a panic")
+            .take()
     }
 
     /// Server: the balancer of each service, swapped in whole (at start and reload).

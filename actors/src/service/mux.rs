@@ -320,6 +320,8 @@ impl Mux {
 
     /// Client: opens a stream to `service` for `socket` and runs it until it ends.
     pub async fn open(self: Arc<Self>, service: &str, socket: TcpStream) -> Ending {
+        // Held until the stream ends: a graceful stop waits for it.
+        let _drain = self.hub.streams.token();
         let id = self.next_id.fetch_add(1, Relaxed);
         let stream = Arc::new(Stream::new(id, service, self.flow(service, id)));
         stream
@@ -370,7 +372,10 @@ impl Mux {
         counters.track(&stream);
         let mux = self.clone();
         let task = stream.clone();
+        // Held until the stream ends: a graceful stop waits for it.
+        let drain = streams.token();
         tokio::spawn(async move {
+            let _drain = drain;
             let ending = serve(&task, &mux, balancer).await;
             mux.ended(&task, ending);
         });
