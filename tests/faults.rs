@@ -1,9 +1,10 @@
 //! Supervision under faults, end to end against the debug build: `ctl fault` makes
-//! the balancer, the SNMP agent and the rate limiter panic in turn while a stream
+//! the balancer, the SNMP agent, the rate limiter and the control socket's actor
+//! panic in turn while a stream
 //! keeps echoing through the tunnel and a second control client keeps asking for
 //! `status`. Each actor must be logged with `E_ACTOR_PANIC`, be serving again
 //! within a second (a new stream through the balancer, an `snmpget`, `limits` and
-//! `limits.set`), and show its restart in `status` and `/metrics`; the tunnel
+//! `limits.set`, a new control client), and show its restart in `status` and `/metrics`; the tunnel
 //! session is the same one at the end.
 //!
 //! Every test builds its own namespaces (unique names, removed on drop) and every
@@ -120,7 +121,7 @@ fn sample(scrape: &str, series: &str) -> Option<f64> {
 }
 
 #[test]
-fn balancer_snmp_and_rate_limiter_restart_after_a_panic_while_the_tunnel_runs() {
+fn balancer_snmp_rate_limiter_and_control_restart_after_a_panic_while_the_tunnel_runs() {
     let lab = Lab::new();
     let srv = lab.netns("srv");
     let backend = Backend::start(&srv, "b1", BACKEND);
@@ -177,7 +178,7 @@ fn balancer_snmp_and_rate_limiter_restart_after_a_panic_while_the_tunnel_runs() 
     }
 
     let mut figures = Vec::new();
-    for actor in ["balancer", "snmp", "ratelimit"] {
+    for actor in ["balancer", "snmp", "ratelimit", "control"] {
         let before = exchanges.load(Relaxed);
         let injected = Instant::now();
         let reply = pair.ctl_ok("server", "fault", json!({ "actor": actor }));
@@ -215,6 +216,11 @@ fn balancer_snmp_and_rate_limiter_restart_after_a_panic_while_the_tunnel_runs() 
                 );
                 assert_eq!(text, "1", "one session ever");
             }
+            "control" => {
+                // A new client of the socket, beside the poller that stays connected.
+                let status = pair.ctl_ok("server", "status", json!({}));
+                assert_eq!(status["components"]["control"], "running", "{status}");
+            }
             _ => {
                 let limits = pair.ctl_ok("server", "limits", json!({}));
                 assert_eq!(limits["rate"], 50_000_000, "{limits}");
@@ -240,7 +246,7 @@ fn balancer_snmp_and_rate_limiter_restart_after_a_panic_while_the_tunnel_runs() 
 
     // Restarts are counted, in `status` and in /metrics.
     let status = pair.ctl_ok("server", "status", json!({}));
-    for actor in ["balancer", "snmp", "ratelimit"] {
+    for actor in ["balancer", "snmp", "ratelimit", "control"] {
         assert_eq!(status["restarts"][actor]["restarts"], 1, "{status}");
         assert_eq!(status["restarts"][actor]["failed"], false, "{status}");
     }
