@@ -415,3 +415,52 @@ fn a_graceful_stop_cuts_a_stream_that_outlives_drain_timeout() {
     assert!(took < GRACE + Duration::from_secs(5), "stop took {took:?}");
     eprintln!("stop with a stuck stream: cut after {cut_after:?}, exited after {took:?}");
 }
+
+#[test]
+fn an_actor_that_keeps_panicking_is_left_stopped_and_shown_failed() {
+    let lab = Lab::new();
+    let srv = lab.netns("srv");
+    let backend = Backend::start(&srv, "b1", BACKEND);
+    let (_, snmp) = free_ports(&srv);
+    let mut pair = Pair::start(
+        &lab,
+        srv,
+        "echo",
+        &format!("endpoints: [ {{ address: \"127.0.0.1:{BACKEND}\" }} ]"),
+        &format!(
+            "monitor: {{ snmp: {{ enabled: true, listen: \"127.0.0.1:{snmp}\", community: public }} }}\n"
+        ),
+        "",
+    );
+    // Five restarts fit in the window (supervise::MAX_RESTARTS); the sixth panic
+    // leaves the agent stopped.
+    for n in 1..=5 {
+        pair.ctl_ok("server", "fault", json!({ "actor": "snmp" }));
+        let want = n.to_string();
+        let deadline = Instant::now() + SERVING;
+        while pair.ctl_ok("server", "status", json!({}))["restarts"]["snmp"]["restarts"].to_string()
+            != want
+        {
+            assert!(Instant::now() < deadline, "restart {n} not counted");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    pair.ctl_ok("server", "fault", json!({ "actor": "snmp" }));
+    let line = log_line(
+        &mut pair.server,
+        "actor restarted too often, left stopped",
+        &[("supervised", "snmp"), ("code", "E_ACTOR_PANIC")],
+        SERVING,
+    );
+    assert_eq!(line["max"], 5, "{line}");
+    let status = pair.ctl_ok("server", "status", json!({}));
+    assert_eq!(status["components"]["snmp"], "failed", "{status}");
+    assert_eq!(status["restarts"]["snmp"]["failed"], true, "{status}");
+    let health = pair.ctl_ok("server", "health", json!({}));
+    assert_eq!(health["status"], "degraded", "{health}");
+    // Everything else goes on: streams through the tunnel, layer 3.
+    let name = pair.cli.thread(new_stream).join().expect("stream thread");
+    assert_eq!(name.expect("a stream with the agent gone"), "b1");
+    assert!(pair.cli.ping(SERVER_INNER, 2), "layer 3");
+    drop(backend);
+}
