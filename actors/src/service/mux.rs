@@ -453,6 +453,14 @@ async fn run(stream: Arc<Stream>, mux: &Mux) -> Ending {
             }
         }
         let flags = stream.flags.load(Acquire);
+        // Both sides said FIN and every byte is out: finished, even if the session
+        // ended right after (a stop closing sessions once their streams drained).
+        if flags & PEER_FIN != 0 && eof && stream.pending_len.load(Acquire) == 0 {
+            if !shut {
+                let _ = socket2::SockRef::from(socket).shutdown(std::net::Shutdown::Write);
+            }
+            return Ending::Done;
+        }
         if flags & RESET != 0 {
             linger_zero(&stream);
             let code = ErrorCode::from_wire(stream.reset_code.load(Relaxed));
