@@ -116,6 +116,9 @@ error_codes! {
     /// The daemon could not become `security.user`/`group` (unknown name, or no
     /// right to change user): it refuses to go on as root.
     Privileges => "E_PRIVILEGES",
+    /// A long-lived actor panicked: it was restarted with its kept state, or left
+    /// stopped after too many panics in a row (its component then shows `failed`).
+    ActorPanic => "E_ACTOR_PANIC",
     /// A bug: an invariant did not hold.
     Internal => "E_INTERNAL",
 }

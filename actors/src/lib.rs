@@ -33,6 +33,7 @@
 //!   [`snmp::mib`], [`snmp::usm`], [`snmp::v3`]) and its notifications ([`snmp::trap`]).
 //! - [`logging`]: slog with a run-time level.
 //! - [`drain`]: drain tokens, how a stop knows the children have finished.
+//! - [`supervise`]: restarts a long-lived actor after a panic, its address intact.
 //! - [`error`]: the error type and its stable codes.
 
 #![forbid(unsafe_code)]
@@ -53,6 +54,7 @@ pub mod privileges;
 pub mod ratelimit;
 pub mod service;
 pub mod snmp;
+pub mod supervise;
 pub mod tun;
 pub mod tunnel;
 

@@ -128,11 +128,10 @@ impl Actor for AuditActor {
     }
 }
 
-impl Supervised for AuditActor {
-    fn restarting(&mut self, _ctx: &mut Self::Context) {
-        self.open();
-    }
-}
+/// The file is opened again by `started`, which runs after each restart.
+impl Supervised for AuditActor {}
+
+crate::supervise::panic_on_fault!(AuditActor);
 
 impl Handler<Reopen> for AuditActor {
     type Result = ();

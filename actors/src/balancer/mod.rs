@@ -51,6 +51,7 @@ use self::strategy::Pool;
 use crate::breaker::machine::{Permit, State as BreakerState};
 use crate::breaker::{self, BreakerActor, BreakerChanged};
 use crate::error::{Error, ErrorCode};
+use crate::supervise::{self, panic_on_fault, OnStop};
 
 /// Shortest health-check interval honoured: a zero would spin.
 const MIN_HEALTH_CHECK: Duration = Duration::from_millis(10);
@@ -232,7 +233,7 @@ impl Balancer {
             id,
             row,
             health: HealthTracker::new(&self.settings.balancer, Instant::now()),
-            breaker: Supervisor::start(|_| actor),
+            breaker: supervise::start(actor, "breaker", OnStop::Restart, &self.log),
             checking: false,
         };
         self.backends.insert(t.address.clone(), backend);
@@ -440,6 +441,8 @@ impl Supervised for Balancer {
         self.rebuild(ctx);
     }
 }
+
+panic_on_fault!(Balancer);
 
 /// Connect a new stream to one of the service's endpoints.
 #[derive(Message)]

@@ -154,6 +154,8 @@ impl Supervised for BreakerActor {
     }
 }
 
+crate::supervise::panic_on_fault!(BreakerActor);
+
 /// May a stream connect to the endpoint now? `Some(permit)`: yes, then report its
 /// [`Outcome`] with the permit; `None`: the breaker is open (or every half-open trial
 /// is taken), try another endpoint. Rejections are counted in the registry row.

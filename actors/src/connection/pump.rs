@@ -231,13 +231,20 @@ async fn write_pump(
         let sent = tokio::select! {
             biased;
             () = cancel.cancelled() => {
-                control.clear();
-                let _ = codec::encode(&Frame::Close { code: 0, reason: "closing" }, &mut control);
-                let w = &mut out.w;
-                let _ = tokio::time::timeout(CLOSE_GRACE, async {
-                    w.write_all(&control).await?;
-                    w.shutdown().await
-                }).await;
+                // What is queued goes out before the Close: a stream's last frame
+                // (its FIN) must not be lost to a stop that closes the session as
+                // soon as the stream has ended.
+                let close = async {
+                    if let Ok(c) = rx.try_recv() {
+                        let c = out.dequeued(c);
+                        let _ = out.drain(c, &mut rx).await;
+                    }
+                    control.clear();
+                    let _ = codec::encode(&Frame::Close { code: 0, reason: "closing" }, &mut control);
+                    out.w.write_all(&control).await?;
+                    out.w.shutdown().await
+                };
+                let _ = tokio::time::timeout(CLOSE_GRACE, close).await;
                 return End::local();
             }
             () = tokio::time::sleep_until(release.unwrap_or_else(tokio::time::Instant::now)),

@@ -99,6 +99,8 @@ impl Router {
         let mailbox = |e: MailboxError| Error::Internal(format!("daemon mailbox: {e}"));
         match command {
             Command::Help => Ok(protocol::help()),
+            #[cfg(debug_assertions)]
+            Command::Fault(f) => self.daemon.send(f).await.map_err(mailbox)?,
             Command::Version => Ok(json!({ "version": env!("CARGO_PKG_VERSION") })),
             Command::Status => self.daemon.send(GetStatus).await.map_err(mailbox),
             Command::Health => self.daemon.send(GetHealth).await.map_err(mailbox),
@@ -283,10 +285,13 @@ impl Actor for ControlSocketActor {
 }
 
 impl Supervised for ControlSocketActor {
+    /// The accept task is not a context future: while it runs, it and its clients
+    /// go on untouched. Only when it has ended is the socket bound again.
     fn restarting(&mut self, _ctx: &mut Self::Context) {
-        if let Some(task) = self.clients.take() {
-            task.abort();
+        if self.clients.as_ref().is_some_and(|t| !t.is_finished()) {
+            return;
         }
+        self.clients = None;
         match bind(&self.path, self.mode) {
             Ok(l) => self.listener = Some(l),
             Err(err) => {
@@ -295,6 +300,8 @@ impl Supervised for ControlSocketActor {
         }
     }
 }
+
+crate::supervise::panic_on_fault!(ControlSocketActor);
 
 async fn accept_loop(listener: UnixListener, router: Router, idle: Duration, log: Logger) {
     let mut clients = JoinSet::new();

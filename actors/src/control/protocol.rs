@@ -134,6 +134,20 @@ pub struct SetLogLevel {
     pub level: Option<LogLevel>,
 }
 
+/// Arguments of `fault` (debug builds only): which actor to make panic.
+#[cfg(debug_assertions)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fault {
+    /// The actor: `balancer`, `snmp`, `ratelimit`, `audit`, `control`, `prometheus`,
+    /// `snmp_traps`, `tun`, `listener`, `dialer`, `service`.
+    pub actor: String,
+    /// For `balancer` (server) and `service` (client): which service's; the first
+    /// by name when absent.
+    #[serde(default)]
+    pub service: Option<String>,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct NoArgs {}
@@ -175,6 +189,10 @@ pub enum Command {
     Stop,
     /// The commands and their arguments.
     Help,
+    /// Debug builds only, not in `help`: make an actor panic, to prove it is
+    /// restarted. A release build answers `E_UNKNOWN_COMMAND`.
+    #[cfg(debug_assertions)]
+    Fault(Fault),
 }
 
 /// One argument of a command, for `help`.
@@ -380,6 +398,8 @@ impl Command {
             Command::Reload => "reload",
             Command::Stop => "stop",
             Command::Help => "help",
+            #[cfg(debug_assertions)]
+            Command::Fault(_) => "fault",
         }
     }
 
@@ -397,6 +417,10 @@ impl Command {
     /// # Errors
     /// `E_UNKNOWN_COMMAND` or `E_BAD_ARGS`.
     pub fn from_parts(name: &str, args: Map<String, Value>) -> Result<Self, ProtocolError> {
+        #[cfg(debug_assertions)]
+        if name == "fault" {
+            return Ok(Command::Fault(typed("fault", args)?));
+        }
         let spec = spec_of(name).ok_or_else(|| ProtocolError::UnknownCommand(name.to_string()))?;
         let name = spec.name;
         let cmd = match name {
@@ -533,6 +557,32 @@ mod tests {
 
     fn code(line: &str) -> Option<ErrorCode> {
         parse(line.as_bytes()).1.err().map(|e| e.code())
+    }
+
+    #[cfg(debug_assertions)]
+    #[test]
+    fn fault_parses_in_debug_builds_only_and_is_not_in_help() {
+        assert_eq!(
+            parse(br#"{"command": "fault", "args": {"actor": "snmp"}}"#).1,
+            Ok(Command::Fault(Fault {
+                actor: "snmp".into(),
+                service: None
+            }))
+        );
+        assert_eq!(
+            code(r#"{"command": "fault", "args": {"actor": "snmp", "x": 1}}"#),
+            Some(ErrorCode::BadArgs)
+        );
+        assert!(spec_of("fault").is_none());
+    }
+
+    #[cfg(not(debug_assertions))]
+    #[test]
+    fn fault_is_an_unknown_command_in_release_builds() {
+        assert_eq!(
+            code(r#"{"command": "fault", "args": {"actor": "snmp"}}"#),
+            Some(ErrorCode::UnknownCommand)
+        );
     }
 
     #[test]

@@ -3,8 +3,13 @@
 //! It owns the running [`Config`], starts the children, and turns signals into
 //! lifecycle: SIGHUP reloads (load, validate, diff, hand each change to its owner; a
 //! bad file is refused and the running configuration stays), SIGTERM and SIGINT stop
-//! gracefully (children are told, then waited for by their drain tokens up to
-//! `connection.drain_timeout`), and a second stop signal forces the exit.
+//! gracefully, and a second stop signal forces the exit.
+//!
+//! A graceful stop first stops taking new tunnels' streams and lets the live layer-4
+//! streams finish, up to `connection.drain_timeout` (each stream's task holds a
+//! drain token: the last one dropped ends the wait, nothing sleeps); then it closes
+//! the sessions, cutting what streams are left, and waits for the children's drain
+//! tokens for the rest of the grace period (at least `CLOSE_GRACE`, 2 s).
 //!
 //! Signals come from tokio's per-signal streams rather than `ctrlc`: `ctrlc` handles
 //! SIGINT only, and with its `termination` feature SIGHUP lands in the same handler,
@@ -47,6 +52,7 @@ use crate::snmp::mib;
 use crate::snmp::trap::{self, TrapSender};
 use crate::snmp::usm::Engine;
 use crate::snmp::v3::Usm;
+use crate::supervise::{self, OnStop};
 use crate::tun::{self, TunAdapter};
 use crate::tunnel::busy::BusyPoll;
 use crate::tunnel::stats::Stats;
@@ -96,6 +102,10 @@ fn endpoint_record(event: &EndpointEvent) -> (&'static str, serde_json::Value) {
 
 /// Exit status when a second stop signal cuts the drain short.
 const FORCED_EXIT: i32 = 130;
+
+/// How long closing the sessions may take at least, after the streams' drain used
+/// up `connection.drain_timeout`: a goodbye frame and a TLS close each.
+const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The root actor.
 pub struct Daemon {
@@ -279,15 +289,15 @@ impl Daemon {
         let Some(Tunnel { tun, side }) = self.pending.take() else {
             return;
         };
-        self.tun = Some(tun.start());
+        self.tun = Some(supervise::start(tun, "tun", OnStop::End, &self.log));
         match side {
             Side::Server(mut l) => {
                 l.set_audit(self.audit.clone());
-                self.listener = Some(l.start());
+                self.listener = Some(supervise::start(l, "listener", OnStop::End, &self.log));
             }
             Side::Client(mut d) => {
                 d.set_audit(self.audit.clone());
-                self.dialer = Some(d.start());
+                self.dialer = Some(supervise::start(d, "dialer", OnStop::End, &self.log));
             }
         }
     }
@@ -303,7 +313,8 @@ impl Daemon {
             let log = self.log.new(slog::o!("actor" => "audit"));
             let token = self.drain.as_ref().and_then(Drain::token);
             let writable = self.audit_writable.clone();
-            Supervisor::start(move |_| AuditActor::new(path, writable, log, token))
+            let actor = AuditActor::new(path, writable, log, token);
+            supervise::start(actor, "audit", OnStop::Restart, &self.log)
         });
     }
 
@@ -340,9 +351,13 @@ impl Daemon {
         let limits = self.stats.limits.clone();
         let policy = self.config.throttle.clone();
         let log = self.log.new(slog::o!("actor" => "ratelimit"));
-        self.limiter = Some(Supervisor::start(move |_| {
-            RateLimiter::new(limits, policy, log)
-        }));
+        let actor = RateLimiter::new(limits, policy, log);
+        self.limiter = Some(supervise::start(
+            actor,
+            "ratelimit",
+            OnStop::Restart,
+            &self.log,
+        ));
     }
 
     fn start_control(&mut self, ctx: &mut Context<Self>) {
@@ -360,9 +375,13 @@ impl Daemon {
         let (path, mode, idle) = (c.socket.clone(), c.mode.get().0, c.idle_timeout.duration());
         let log = self.log.new(slog::o!("actor" => "control"));
         let token = self.drain.as_ref().and_then(Drain::token);
-        self.control = Some(Supervisor::start(move |_| {
-            ControlSocketActor::new(path, mode, idle, listener, router, log, token)
-        }));
+        let actor = ControlSocketActor::new(path, mode, idle, listener, router, log, token);
+        self.control = Some(supervise::start(
+            actor,
+            "control",
+            OnStop::Restart,
+            &self.log,
+        ));
     }
 
     fn start_prometheus(&mut self, ctx: &mut Context<Self>) {
@@ -372,8 +391,13 @@ impl Daemon {
         let (metrics, daemon) = (self.metrics.clone(), ctx.address());
         let log = self.log.new(slog::o!("actor" => "prometheus"));
         let token = self.drain.as_ref().and_then(Drain::token);
-        self.prometheus =
-            Some(PrometheusServer::new(listener, metrics, daemon, log, token).start());
+        let actor = PrometheusServer::new(listener, metrics, daemon, log, token);
+        self.prometheus = Some(supervise::start(
+            actor,
+            "prometheus",
+            OnStop::End,
+            &self.log,
+        ));
     }
 
     fn start_snmp(&mut self) {
@@ -411,7 +435,8 @@ impl Daemon {
         let log = self.log.new(slog::o!("actor" => "snmp"));
         let token = self.drain.as_ref().and_then(Drain::token);
         self.snmp_agent = Some(agent.clone());
-        self.snmp = Some(SnmpAgent::new(socket, agent, log, token).start());
+        let actor = SnmpAgent::new(socket, agent, log, token);
+        self.snmp = Some(supervise::start(actor, "snmp", OnStop::End, &self.log));
     }
 
     /// Starts the notification sender when SNMP is on and has somewhere to send to,
@@ -432,7 +457,12 @@ impl Daemon {
             self.log.new(slog::o!("actor" => "snmp_traps")),
             self.drain.as_ref().and_then(Drain::token),
         );
-        self.traps = Some(sender.start());
+        self.traps = Some(supervise::start(
+            sender,
+            "snmp_traps",
+            OnStop::End,
+            &self.log,
+        ));
     }
 
     fn components(&self) -> Vec<(&'static str, ComponentState)> {
@@ -498,6 +528,20 @@ impl Daemon {
                 _ => ComponentState::Off,
             },
         ));
+        // An actor given up on after too many panics is failed, whatever else holds.
+        let restarts = supervise::restarts();
+        for (component, state) in &mut parts {
+            let actors: &[&str] = match *component {
+                "metrics" => &["prometheus"],
+                "services" => &["service", "balancer"],
+                "tunnel" => &["listener", "dialer"],
+                "balancer" => &["balancer", "breaker"],
+                other => &[other][..],
+            };
+            if actors.iter().any(|a| restarts.gave_up(a)) {
+                *state = ComponentState::Failed;
+            }
+        }
         parts
     }
 
@@ -799,6 +843,7 @@ impl Handler<GetStatus> for Daemon {
             "user": self.dropped.as_ref().map(|d| json!({ "name": d.user, "uid": d.uid, "gid": d.gid })),
             "stopping": self.drain.is_none(),
             "components": components,
+            "restarts": supervise::restarts().to_json(),
             "tunnel": self.stats.to_json(),
         }))
     }
@@ -838,6 +883,58 @@ impl Handler<SetLogLevel> for Daemon {
     }
 }
 
+/// `fault` (debug builds): the named actor gets a message whose handler panics.
+#[cfg(debug_assertions)]
+impl Message for crate::control::protocol::Fault {
+    type Result = Result<serde_json::Value>;
+}
+
+#[cfg(debug_assertions)]
+impl Handler<crate::control::protocol::Fault> for Daemon {
+    type Result = Result<serde_json::Value>;
+
+    fn handle(
+        &mut self,
+        f: crate::control::protocol::Fault,
+        _ctx: &mut Self::Context,
+    ) -> Self::Result {
+        use crate::supervise::Panic;
+        fn send<A>(addr: Option<&Addr<A>>) -> bool
+        where
+            A: Actor<Context = Context<A>> + Handler<Panic>,
+        {
+            addr.map(|a| a.do_send(Panic)).is_some()
+        }
+        let service = f.service.as_deref();
+        let sent = match f.actor.as_str() {
+            "balancer" => send(self.services.balancer_named(service)),
+            "service" => send(self.services.listener_named(service)),
+            "snmp" => send(self.snmp.as_ref()),
+            "ratelimit" => send(self.limiter.as_ref()),
+            "audit" => send(self.audit.as_ref()),
+            "control" => send(self.control.as_ref()),
+            "prometheus" => send(self.prometheus.as_ref()),
+            "snmp_traps" => send(self.traps.as_ref()),
+            "tun" => send(self.tun.as_ref()),
+            "listener" => send(self.listener.as_ref()),
+            "dialer" => send(self.dialer.as_ref()),
+            other => {
+                return Err(Error::Control(
+                    crate::control::protocol::ProtocolError::BadArgs {
+                        command: "fault",
+                        message: format!("no actor {other:?} to fault"),
+                    },
+                ))
+            }
+        };
+        if !sent {
+            return Err(Error::NotAvailable("fault: that actor is not running"));
+        }
+        warn!(self.log, "fault injected"; "actor" => &f.actor, "service" => service);
+        Ok(json!({ "actor": f.actor, "injected": true }))
+    }
+}
+
 impl Handler<Stop> for Daemon {
     type Result = ();
 
@@ -861,21 +958,41 @@ impl Handler<Stop> for Daemon {
         // Its task keeps sending until the sessions below have ended, on its token.
         self.traps = None;
         self.audit = None;
-        self.services.stop();
-        if let Some(l) = self.listener.take() {
-            l.do_send(listener::Shutdown);
-        }
-        if let Some(d) = self.dialer.take() {
-            d.do_send(dialer::Shutdown);
-        }
-        if let Some(t) = self.tun.take() {
-            t.do_send(tun::Shutdown);
-        }
+        // No new streams; the live ones may finish within the grace period, on
+        // sessions kept open for them.
+        let streams = self.services.stop();
+        let live = self.stats.streams.snapshot().active;
+        let (listener, dialer, tun) = (self.listener.take(), self.dialer.take(), self.tun.take());
+        let stats = self.stats.clone();
         let runtime = self.runtime.take();
         let log = self.log.clone();
         ctx.spawn(
             async move {
-                if drain.wait(grace).await {
+                let began = Instant::now();
+                if let Some(streams) = streams.filter(|_| live > 0) {
+                    streams.wait(grace).await;
+                    let cut = stats.streams.snapshot().active;
+                    let waited_ms = began.elapsed().as_millis() as u64;
+                    if cut == 0 {
+                        info!(log, "streams drained"; "drained" => live, "cut" => 0, "waited_ms" => waited_ms);
+                    } else {
+                        warn!(log, "streams drained, the rest cut";
+                            "code" => crate::ErrorCode::StreamReset,
+                            "drained" => live.saturating_sub(cut), "cut" => cut, "waited_ms" => waited_ms);
+                    }
+                }
+                // Then the sessions (resetting what streams are left) and the device.
+                if let Some(l) = listener {
+                    l.do_send(listener::Shutdown);
+                }
+                if let Some(d) = dialer {
+                    d.do_send(dialer::Shutdown);
+                }
+                if let Some(t) = tun {
+                    t.do_send(tun::Shutdown);
+                }
+                let rest = grace.saturating_sub(began.elapsed()).max(CLOSE_GRACE);
+                if drain.wait(rest).await {
                     info!(log, "daemon stopped");
                 } else {
                     warn!(log, "drain timeout, remaining work cut"; "grace_ms" => grace.as_millis() as u64);

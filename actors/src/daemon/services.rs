@@ -16,6 +16,7 @@ use crate::balancer::{self, Balancer};
 use crate::control::protocol::{BreakerReset, EndpointAdd, EndpointRef, ProtocolError};
 use crate::error::{Error, Result};
 use crate::service::{ServiceListener, StopService};
+use crate::supervise::{self, OnStop};
 use crate::tunnel::hub::Hub;
 
 /// The layer-4 actors of one daemon.
@@ -77,7 +78,8 @@ impl Services {
             self.runtime.clone(),
             &self.log,
         );
-        self.listeners.insert(name, (addr, actor.start()));
+        let actor = supervise::start(actor, "service", OnStop::End, &self.log);
+        self.listeners.insert(name, (addr, actor));
     }
 
     fn start_balancer(&mut self, s: &sssonector_config::Service, config: &Config) {
@@ -87,7 +89,8 @@ impl Services {
         let log = self
             .log
             .new(slog::o!("actor" => "balancer", "service" => name.clone()));
-        let addr = Supervisor::start(move |_| Balancer::new(name, settings, registry, log));
+        let balancer = Balancer::new(name, settings, registry, log);
+        let addr = supervise::start(balancer, "balancer", OnStop::Restart, &self.log);
         self.balancers.insert(s.name.clone(), addr);
     }
 
@@ -96,14 +99,16 @@ impl Services {
         self.hub.streams.set_balancers(self.balancers.clone());
     }
 
-    /// Stops accepting new streams (the daemon is stopping); live ones end with
-    /// their sessions.
-    pub fn stop(&mut self) {
+    /// Stops accepting new streams (the daemon is stopping: a server refuses new
+    /// `StreamOpen`s with `E_UNKNOWN_SERVICE`) and returns the drain of the live
+    /// ones, which go on until they end or their session is closed.
+    pub fn stop(&mut self) -> Option<crate::drain::Drain> {
         for (_, (_, actor)) in self.listeners.drain() {
             actor.do_send(StopService);
         }
         self.balancers.clear();
         self.publish();
+        self.hub.streams.take_drain()
     }
 
     /// Whether every service listener, and every balancer, is running; `None` where
@@ -119,6 +124,33 @@ impl Services {
     /// Server: the balancer of `service`, for the control commands.
     pub fn balancer(&self, service: &str) -> Option<&Addr<Balancer>> {
         self.balancers.get(service)
+    }
+
+    /// Server: the balancer of `service`, or the first by name (debug `fault`).
+    #[cfg(debug_assertions)]
+    pub fn balancer_named(&self, service: Option<&str>) -> Option<&Addr<Balancer>> {
+        match service {
+            Some(s) => self.balancers.get(s),
+            None => self
+                .balancers
+                .iter()
+                .min_by_key(|(k, _)| *k)
+                .map(|(_, a)| a),
+        }
+    }
+
+    /// Client: the listener of `service`, or the first by name (debug `fault`).
+    #[cfg(debug_assertions)]
+    pub fn listener_named(&self, service: Option<&str>) -> Option<&Addr<ServiceListener>> {
+        let pick = match service {
+            Some(s) => self.listeners.get(s),
+            None => self
+                .listeners
+                .iter()
+                .min_by_key(|(k, _)| *k)
+                .map(|(_, a)| a),
+        };
+        pick.map(|(_, a)| a)
     }
 
     /// Carries an endpoint command to its service's balancer; the reply says what

@@ -35,6 +35,7 @@ use crate::balancer::{self, Balancer, ConnectUnconfirmed, Connected, Lease};
 use crate::connection::{CloseSession, Connection, Established, SessionClosed};
 use crate::drain::DrainToken;
 use crate::error::{Error, ErrorCode};
+use crate::supervise::{self, panic_on_fault, OnStop};
 use crate::tunnel::codec::{self, Frame};
 use crate::tunnel::compress::Algorithm;
 use crate::tunnel::handshake::{self, Failed, Kind, HANDSHAKE_TIMEOUT};
@@ -222,13 +223,26 @@ impl Actor for Dialer {
         if let Some(settings) = self.servers.take() {
             let registry = self.hub.stats.endpoints.clone();
             let log = self.log.new(slog::o!("actor" => "balancer"));
-            self.balancer = Some(Supervisor::start(move |_| {
-                Balancer::new(SERVICE.to_string(), *settings, registry, log)
-            }));
+            let balancer = Balancer::new(SERVICE.to_string(), *settings, registry, log);
+            self.balancer = Some(supervise::start(
+                balancer,
+                "balancer",
+                OnStop::Restart,
+                &self.log,
+            ));
         }
-        self.dial(ctx);
+        // Again after a restart only when no session is up or being made.
+        if self.connection.is_none() {
+            self.dial(ctx);
+        }
     }
 }
+
+/// Nothing to rebuild: the target, backoff, balancer and live session are kept;
+/// `started` dials again only when no session is up.
+impl Supervised for Dialer {}
+
+panic_on_fault!(Dialer);
 
 impl Handler<SessionClosed> for Dialer {
     type Result = ();

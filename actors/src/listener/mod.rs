@@ -225,7 +225,8 @@ impl Actor for Listener {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         let Some(listener) = self.socket.take() else {
-            return ctx.stop();
+            // Restarted: the accept task kept running with its socket.
+            return;
         };
         info!(self.log, "listening"; "address" => %self.bind);
         let task = Accepting {
@@ -242,6 +243,12 @@ impl Actor for Listener {
         self.cancel.cancel();
     }
 }
+
+/// Nothing to rebuild: the accept task runs on the data runtime with the rules
+/// kept here, and the sessions go on.
+impl Supervised for Listener {}
+
+crate::supervise::panic_on_fault!(Listener);
 
 impl Handler<Accepted> for Listener {
     type Result = ();

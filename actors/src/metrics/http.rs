@@ -196,6 +196,11 @@ impl Actor for PrometheusServer {
     }
 }
 
+/// Nothing to rebuild: the accept task (not a context future) keeps serving.
+impl Supervised for PrometheusServer {}
+
+crate::supervise::panic_on_fault!(PrometheusServer);
+
 async fn serve_one(mut stream: TcpStream, metrics: &Metrics, daemon: &Addr<Daemon>) {
     let mut head = Vec::with_capacity(1024);
     let read = tokio::time::timeout(REQUEST_TIMEOUT, read_head(&mut stream, &mut head)).await;

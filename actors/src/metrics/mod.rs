@@ -93,6 +93,7 @@ impl Metrics {
             Box::new(control.clone()),
             Box::new(snmp.clone()),
             Box::new(notifications.clone()),
+            Box::new(crate::supervise::restarts().counter()),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ];
         for c in collectors {

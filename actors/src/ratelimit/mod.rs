@@ -90,12 +90,16 @@ impl Actor for RateLimiter {
     }
 }
 
+/// Puts the kept policy back in force and forgets the rate meters; `started`
+/// re-arms the tick and sweep timers the restart cancelled.
 impl Supervised for RateLimiter {
     fn restarting(&mut self, _: &mut Context<Self>) {
         self.meters.clear();
         self.limits.apply(self.policy.clone());
     }
 }
+
+crate::supervise::panic_on_fault!(RateLimiter);
 
 impl Handler<Configure> for RateLimiter {
     type Result = ();

@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::mux::{Ending, Mux, Stream};
 use crate::balancer::Balancer;
+use crate::drain::{Drain, DrainToken};
 use crate::error::ErrorCode;
 use crate::tunnel::access::AllowList;
 use crate::tunnel::hub::Hub;
@@ -258,6 +259,9 @@ pub struct Streams {
     keepalive_idle_ms: AtomicU64,
     wait_ms: AtomicU64,
     current: watch::Sender<Option<Arc<Mux>>>,
+    /// Each live stream's task holds a token of it, so a graceful stop sees the
+    /// last stream end; `None` once the stop took it.
+    drain: Mutex<Option<Drain>>,
 }
 
 impl Default for Streams {
@@ -270,6 +274,7 @@ impl Default for Streams {
             keepalive_idle_ms: AtomicU64::new(0),
             wait_ms: AtomicU64::new(0),
             current: watch::Sender::new(None),
+            drain: Mutex::new(Some(Drain::default())),
         }
     }
 }
@@ -307,6 +312,25 @@ impl Streams {
             .load()
             .get(service)
             .is_none_or(|list| list.admits(peer))
+    }
+
+    /// A token for a new stream's task, held until the stream ends; `None` once
+    /// the daemon is stopping.
+    pub fn token(&self) -> Option<DrainToken> {
+        self.drain
+            .lock()
+            .expect("the drain lock is never held across a panic")
+            .as_ref()
+            .and_then(Drain::token)
+    }
+
+    /// The drain of the live streams, for a graceful stop: its `wait` returns when
+    /// the last one has ended. `None` after the first call.
+    pub fn take_drain(&self) -> Option<Drain> {
+        self.drain
+            .lock()
+            .expect("the drain lock is never held across a panic")
+            .take()
     }
 
     /// Server: the balancer of each service, swapped in whole (at start and reload).
@@ -431,9 +455,10 @@ impl ServiceListener {
 impl Actor for ServiceListener {
     type Context = Context<Self>;
 
-    fn started(&mut self, ctx: &mut Context<Self>) {
+    fn started(&mut self, _: &mut Context<Self>) {
         let Some(listener) = self.listener.take() else {
-            return ctx.stop();
+            // Restarted: the accept task kept running with its socket.
+            return;
         };
         info!(self.log, "service listening");
         self.runtime.spawn(accept(
@@ -450,6 +475,11 @@ impl Actor for ServiceListener {
         info!(self.log, "service stopped");
     }
 }
+
+/// Nothing to rebuild: the accept task runs on the data runtime, the streams go on.
+impl Supervised for ServiceListener {}
+
+crate::supervise::panic_on_fault!(ServiceListener);
 
 /// Stops a service listener; its live streams go on.
 #[derive(Message)]

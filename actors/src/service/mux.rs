@@ -320,6 +320,8 @@ impl Mux {
 
     /// Client: opens a stream to `service` for `socket` and runs it until it ends.
     pub async fn open(self: Arc<Self>, service: &str, socket: TcpStream) -> Ending {
+        // Held until the stream ends: a graceful stop waits for it.
+        let _drain = self.hub.streams.token();
         let id = self.next_id.fetch_add(1, Relaxed);
         let stream = Arc::new(Stream::new(id, service, self.flow(service, id)));
         stream
@@ -387,7 +389,10 @@ impl Mux {
         counters.track(&stream);
         let mux = self.clone();
         let task = stream.clone();
+        // Held until the stream ends: a graceful stop waits for it.
+        let drain = streams.token();
         tokio::spawn(async move {
+            let _drain = drain;
             let ending = serve(&task, &mux, balancer).await;
             mux.ended(&task, ending);
         });
@@ -465,6 +470,14 @@ async fn run(stream: Arc<Stream>, mux: &Mux) -> Ending {
             }
         }
         let flags = stream.flags.load(Acquire);
+        // Both sides said FIN and every byte is out: finished, even if the session
+        // ended right after (a stop closing sessions once their streams drained).
+        if flags & PEER_FIN != 0 && eof && stream.pending_len.load(Acquire) == 0 {
+            if !shut {
+                let _ = socket2::SockRef::from(socket).shutdown(std::net::Shutdown::Write);
+            }
+            return Ending::Done;
+        }
         if flags & RESET != 0 {
             linger_zero(&stream);
             let code = ErrorCode::from_wire(stream.reset_code.load(Relaxed));

@@ -446,6 +446,12 @@ impl Actor for SnmpAgent {
     }
 }
 
+/// Nothing to rebuild: the serving task (not a context future, so the restart does
+/// not cancel it) keeps answering from the shared [`Agent`].
+impl Supervised for SnmpAgent {}
+
+crate::supervise::panic_on_fault!(SnmpAgent);
+
 #[cfg(test)]
 mod tests {
     use rasn_snmp::v2::GetRequest;

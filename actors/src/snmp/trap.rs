@@ -478,6 +478,11 @@ impl Actor for TrapSender {
     }
 }
 
+/// Nothing to rebuild: the detached sending task keeps its settings receiver.
+impl Supervised for TrapSender {}
+
+crate::supervise::panic_on_fault!(TrapSender);
+
 impl Handler<Reconfigure> for TrapSender {
     type Result = ();
 

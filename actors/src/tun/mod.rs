@@ -158,6 +158,9 @@ pub struct TunAdapter {
     routes: Vec<IpNet>,
     runtime: Handle,
     cancel: CancellationToken,
+    /// The reader task was spawned: a restart (which runs `started` again) must not
+    /// spawn a second one.
+    reading: bool,
     log: Logger,
     _drain: Option<DrainToken>,
 }
@@ -194,6 +197,7 @@ impl TunAdapter {
             routes: added,
             runtime,
             cancel: CancellationToken::new(),
+            reading: false,
             log,
             _drain: drain,
         })
@@ -209,6 +213,9 @@ impl Actor for TunAdapter {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        if std::mem::replace(&mut self.reading, true) {
+            return;
+        }
         let hub = self.hub.clone();
         let cancel = self.cancel.clone();
         let task = self.runtime.spawn(hub::tun_reader(hub, cancel));
@@ -235,6 +242,11 @@ impl Actor for TunAdapter {
         info!(self.log, "interface down"; "interface" => &self.name);
     }
 }
+
+/// Nothing to rebuild: the reader task runs on the data runtime, the routes stay.
+impl Supervised for TunAdapter {}
+
+crate::supervise::panic_on_fault!(TunAdapter);
 
 /// Stop the adapter (the daemon is stopping).
 #[derive(Message)]
