@@ -380,6 +380,7 @@ impl Validator {
             self.parsed(&format!("security.deny_cidrs[{i}]"), n);
         }
         self.file("security.crl_file", s.crl_file.as_ref(), false);
+        self.duration("security.cert_check_interval", &s.cert_check_interval);
         if let Some(log) = &s.audit_log {
             self.parent_exists("security.audit_log", log);
         }

@@ -30,6 +30,7 @@ use self::health::ComponentState;
 pub use self::services::EndpointOp;
 use self::services::Services;
 use crate::audit::{AuditActor, Record};
+use crate::certs::{self, CertWatcher};
 use crate::control::protocol::SetLogLevel;
 use crate::control::{self, ControlSocketActor, Router};
 use crate::dialer::{self, Dialer};
@@ -125,6 +126,10 @@ pub struct Daemon {
     services: Services,
     /// Keeps the rate limits in force.
     limiter: Option<Addr<RateLimiter>>,
+    /// Puts renewed certificates in use; started with the tunnel.
+    certs: Option<Addr<CertWatcher>>,
+    /// The certificates in use, for `ctl certs`.
+    cert_board: Arc<certs::Board>,
 }
 
 /// The tunnel's actors, built but not started.
@@ -200,6 +205,8 @@ impl Daemon {
             dialer: None,
             services,
             limiter: None,
+            certs: None,
+            cert_board: Arc::default(),
         })
     }
 
@@ -258,6 +265,21 @@ impl Daemon {
         }
     }
 
+    /// Starts the certificate watcher for the tunnel side just started.
+    fn start_certs(&mut self) {
+        let side = match (&self.listener, &self.dialer) {
+            (Some(l), _) => certs::Side::Server(l.clone()),
+            (_, Some(d)) => certs::Side::Client(d.clone()),
+            _ => return,
+        };
+        let (config, board) = (self.config.clone(), self.cert_board.clone());
+        let (audit, metrics) = (self.audit.clone(), self.metrics.clone());
+        let log = self.log.new(slog::o!("actor" => "certs"));
+        self.certs = Some(Supervisor::start(move |_| {
+            CertWatcher::new(&config, side, board, audit, metrics, log)
+        }));
+    }
+
     fn audit(&self, event: &'static str, fields: serde_json::Value) {
         if let Some(audit) = &self.audit {
             audit.do_send(Record { event, fields });
@@ -292,6 +314,7 @@ impl Daemon {
             audit: self.audit.clone(),
             metrics: self.metrics.clone(),
             stats: self.stats.clone(),
+            certs: self.cert_board.clone(),
         };
         let c = &self.config.control;
         let (path, mode, idle) = (c.socket.clone(), c.mode.get().0, c.idle_timeout.duration());
@@ -498,6 +521,9 @@ impl Daemon {
         if let Some(d) = &self.dialer {
             d.do_send(dialer::Reconfigure(Box::new(new.clone())));
         }
+        if let Some(c) = &self.certs {
+            c.do_send(certs::Reconfigure(Box::new(new.clone())));
+        }
         if let Some(agent) = &self.snmp_agent {
             agent.reconfigure(&new.monitor.snmp);
         }
@@ -630,6 +656,7 @@ impl Actor for Daemon {
         self.start_traps();
         self.services.start(&self.config);
         self.start_tunnel();
+        self.start_certs();
         self.listen_for_signals(ctx);
         info!(self.log, "daemon started";
             "mode" => self.config.mode().as_str(),

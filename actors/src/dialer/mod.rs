@@ -97,6 +97,8 @@ pub struct Dialer {
     /// breaker's verdict); dropped when the session ends.
     lease: Option<Lease>,
     sessions: u64,
+    /// The session is being closed to re-handshake with a renewed certificate.
+    rehandshaking: bool,
     stopping: bool,
     audit: Option<Addr<AuditActor>>,
     drain: Option<DrainToken>,
@@ -128,6 +130,7 @@ impl Dialer {
             keepalive: config.tunnel.keepalive.duration(),
             connection: None,
             sessions: 0,
+            rehandshaking: false,
             stopping: false,
             audit,
             drain,
@@ -239,8 +242,15 @@ impl Handler<SessionClosed> for Dialer {
         if self.stopping {
             return;
         }
-        warn!(self.log, "tunnel down";
-            "code" => msg.end.code.unwrap_or(ErrorCode::PeerClosed), "reason" => &msg.end.reason);
+        if std::mem::take(&mut self.rehandshaking) {
+            info!(
+                self.log,
+                "tunnel closed for a re-handshake with the renewed certificate"
+            );
+        } else {
+            warn!(self.log, "tunnel down";
+                "code" => msg.end.code.unwrap_or(ErrorCode::PeerClosed), "reason" => &msg.end.reason);
+        }
         if let Some(a) = &self.audit {
             a.do_send(Record {
                 event: "tunnel_down",
@@ -275,6 +285,35 @@ impl Handler<Reconfigure> for Dialer {
         let c = &msg.0.connection;
         self.backoff = Backoff::new(c.retry_attempts, c.retry_interval.duration());
         self.keepalive = msg.0.tunnel.keepalive.duration();
+    }
+}
+
+/// Put a TLS configuration built from renewed files (by the certificate watcher) in
+/// use for the next dial. With `rehandshake` (our own certificate or key changed) the
+/// live session is closed and the tunnel dialed again at once, so the server sees
+/// the new certificate: a controlled reconnect, since the server lets only one
+/// session hold our inner address (no make-before-break).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SwapTls {
+    /// The new configuration.
+    pub config: Arc<rustls::ClientConfig>,
+    /// Whether to re-handshake now.
+    pub rehandshake: bool,
+}
+
+impl Handler<SwapTls> for Dialer {
+    type Result = ();
+    fn handle(&mut self, msg: SwapTls, _: &mut Context<Self>) {
+        self.target.connector = TlsConnector::from(msg.config);
+        if !msg.rehandshake || self.stopping {
+            return;
+        }
+        if let Some(c) = &self.connection {
+            info!(self.log, "re-handshaking with the renewed certificate");
+            self.rehandshaking = true;
+            c.do_send(CloseSession);
+        }
     }
 }
 

@@ -20,7 +20,7 @@ use std::time::Instant;
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, MetricFamily, MetricType};
-use prometheus::{Encoder, IntCounterVec, Opts, Registry, TextEncoder};
+use prometheus::{Encoder, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 use serde_json::{json, Map, Value};
 use sssonector_config::Mode;
 
@@ -40,6 +40,10 @@ pub struct Metrics {
     /// SNMP notifications by notification (`tunnel_up`, ...) and result (`sent` or
     /// why not), one per target and notification.
     pub notifications: IntCounterVec,
+    /// Seconds until a certificate expires (negative once it has), by `cert`: `own`
+    /// (`tunnel.cert_file`) and `ca` (the first of `tunnel.ca_file` to expire); set
+    /// by the certificate watcher at each check.
+    pub cert_expiry: IntGaugeVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -80,6 +84,14 @@ impl Metrics {
             &["notification", "result"],
         )
         .expect("valid metric");
+        let cert_expiry = IntGaugeVec::new(
+            Opts::new(
+                "sssonector_certificate_expiry_seconds",
+                "Seconds until the certificate expires (negative once expired), by cert: own or ca (the first of the bundle to expire).",
+            ),
+            &["cert"],
+        )
+        .expect("valid metric");
         let collectors: Vec<Box<dyn Collector>> = vec![
             Box::new(EndpointCollector {
                 stats: stats.clone(),
@@ -93,6 +105,7 @@ impl Metrics {
             Box::new(control.clone()),
             Box::new(snmp.clone()),
             Box::new(notifications.clone()),
+            Box::new(cert_expiry.clone()),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ];
         for c in collectors {
@@ -103,6 +116,7 @@ impl Metrics {
             control,
             snmp,
             notifications,
+            cert_expiry,
         }
     }
 
