@@ -44,6 +44,7 @@ use crate::dialer::{self, Dialer};
 use crate::error::ErrorCode;
 use crate::listener::{self, Listener};
 use crate::metrics::Metrics;
+use crate::snmp::trap::{CheckCertificate, TrapSender};
 use crate::tunnel::tls::{self, Material, Pem, TlsError};
 
 /// Where new configurations go: the tunnel side of this daemon.
@@ -148,17 +149,20 @@ pub struct CertWatcher {
     board: Arc<Board>,
     audit: Option<Addr<AuditActor>>,
     metrics: Arc<Metrics>,
+    /// Told when our certificate changed, so sssCertExpiring is decided at once.
+    traps: Option<Addr<TrapSender>>,
     ticks: Option<SpawnHandle>,
     log: Logger,
 }
 
 impl CertWatcher {
-    /// A watcher of `config`'s files that hands new configurations to `side`.
+    /// A watcher of `config`'s files that hands new configurations to `side` and
+    /// tells `traps` when our certificate changed.
     pub fn new(
         config: &Config,
         side: Side,
         board: Arc<Board>,
-        audit: Option<Addr<AuditActor>>,
+        (audit, traps): (Option<Addr<AuditActor>>, Option<Addr<TrapSender>>),
         metrics: Arc<Metrics>,
         log: Logger,
     ) -> Self {
@@ -169,6 +173,7 @@ impl CertWatcher {
             board,
             audit,
             metrics,
+            traps,
             ticks: None,
             log,
         };
@@ -341,12 +346,16 @@ impl CertWatcher {
                 "old_ca_serials": old_ca, "new_ca_serials": new_ca,
             }),
         );
+        let own_changed = files.contains(&Role::Cert.as_str());
         self.board.with(|r| {
             (r.chain, r.ca, r.crl) = (p.chain, p.ca, p.crl);
             r.swaps += 1;
             r.last_swap = Some((now, files));
         });
         self.export_expiry();
+        if let (true, Some(t)) = (own_changed, &self.traps) {
+            t.do_send(CheckCertificate);
+        }
     }
 
     fn refuse(&mut self, files: &[&'static str], e: &TlsError) {

@@ -273,10 +273,11 @@ impl Daemon {
             _ => return,
         };
         let (config, board) = (self.config.clone(), self.cert_board.clone());
-        let (audit, metrics) = (self.audit.clone(), self.metrics.clone());
+        let (audit, traps) = (self.audit.clone(), self.traps.clone());
+        let metrics = self.metrics.clone();
         let log = self.log.new(slog::o!("actor" => "certs"));
         self.certs = Some(Supervisor::start(move |_| {
-            CertWatcher::new(&config, side, board, audit, metrics, log)
+            CertWatcher::new(&config, side, board, (audit, traps), metrics, log)
         }));
     }
 

@@ -120,6 +120,18 @@ impl Metrics {
         }
     }
 
+    /// Whole days until the certificate `cert` (`own` or `ca`) expires, negative
+    /// once it has; none before the certificate watcher has read it. Reading does
+    /// not create the series.
+    pub fn cert_days_left(&self, cert: &str) -> Option<i64> {
+        self.cert_expiry
+            .collect()
+            .iter()
+            .flat_map(|f| f.get_metric())
+            .find(|m| m.get_label().iter().any(|l| l.value() == cert))
+            .map(|m| (m.get_gauge().get_value() as i64).div_euclid(86_400))
+    }
+
     /// Every metric now.
     pub fn gather(&self) -> Vec<MetricFamily> {
         self.registry.gather()
