@@ -424,6 +424,8 @@ fn rotating_the_server_certificate_and_ca_keeps_a_running_transfer_and_admits_th
     let metrics = ctl(&dir, "server", "metrics");
     let gauge = &metrics["sssonector_certificate_expiry_seconds"];
     assert!(gauge.to_string().contains("own"), "{gauge}");
+    let swapped = &metrics["sssonector_certificate_changes_total"];
+    assert!(swapped.to_string().contains("swapped"), "{swapped}");
 
     // A new client with a certificate from the new CA, trusting only the new CA:
     // it handshakes, so the server presents the new certificate.

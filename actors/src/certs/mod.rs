@@ -22,7 +22,8 @@
 //!
 //! What is in use is published on a [`Board`] that `ctl certs` reads, and the time
 //! left on our certificate and on the CA bundle's first to expire goes to the
-//! `sssonector_certificate_expiry_seconds` gauge at every tick.
+//! `sssonector_certificate_expiry_seconds` gauge at every tick; swaps and refusals are
+//! counted in `sssonector_certificate_changes_total`.
 
 pub mod facts;
 pub mod watch;
@@ -222,7 +223,7 @@ impl CertWatcher {
                 r.files = files;
                 r.interval = interval;
             }),
-            Err((_, e)) => {
+            Err(e) => {
                 // The daemon refused to start or reload on this: seen only in a race.
                 warn!(self.log, "certificate files not readable for their facts";
                     "code" => e.code(), "error" => %e);
@@ -236,44 +237,35 @@ impl CertWatcher {
     }
 
     /// Builds a configuration for this side from what was read, and parses the facts.
-    fn parse(
-        &self,
-        reads: [Option<Result<Pem, TlsError>>; 4],
-    ) -> Result<Parsed, (Vec<Role>, TlsError)> {
+    fn parse(&self, reads: [Option<Result<Pem, TlsError>>; 4]) -> Result<Parsed, TlsError> {
         let [cert, key, ca, crl] = reads;
-        let need = |r: Option<Result<Pem, TlsError>>, role: Role, key: &'static str| {
-            r.ok_or(TlsError::Missing(key))
-                .and_then(|r| r)
-                .map_err(|e| (vec![role], e))
+        let need = |r: Option<Result<Pem, TlsError>>, key: &'static str| {
+            r.ok_or(TlsError::Missing(key)).and_then(|r| r)
         };
         let material = Material {
-            cert: need(cert, Role::Cert, "tunnel.cert_file")?,
-            key: need(key, Role::Key, "tunnel.key_file")?,
-            ca: need(ca, Role::Ca, "tunnel.ca_file")?,
-            crl: crl.transpose().map_err(|e| (vec![Role::Crl], e))?,
+            cert: need(cert, "tunnel.cert_file")?,
+            key: need(key, "tunnel.key_file")?,
+            ca: need(ca, "tunnel.ca_file")?,
+            crl: crl.transpose()?,
         };
         let security = &self.config.security;
         let built = match self.config.mode() {
             Mode::Server => tls::server_config_from(&material, security).map(Built::Server),
             Mode::Client => tls::client_config_from(&material, security).map(Built::Client),
-        }
-        .map_err(|e| (Vec::new(), e))?;
-        let facts = |pem: &Pem| -> Result<Vec<CertFacts>, (Vec<Role>, TlsError)> {
-            tls::pem_certificates(pem)
-                .and_then(|certs| {
-                    certs
-                        .iter()
-                        .map(|c| CertFacts::parse(c))
-                        .collect::<Result<Vec<_>, _>>()
-                        .map_err(|message| TlsError::File {
-                            path: pem.path.clone(),
-                            message,
-                        })
+        }?;
+        let facts = |pem: &Pem| -> Result<Vec<CertFacts>, TlsError> {
+            tls::pem_certificates(pem)?
+                .iter()
+                .map(|c| CertFacts::parse(c))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|message| TlsError::File {
+                    path: pem.path.clone(),
+                    message,
                 })
-                .map_err(|e| (Vec::new(), e))
         };
-        let crl = tls::crls(material.crl.as_ref())
-            .map_err(|e| (vec![Role::Crl], e))?
+        // rustls accepted the lists: one x509-parser cannot read is left out of
+        // `ctl certs`, not a reason to refuse.
+        let crl = tls::crls(material.crl.as_ref())?
             .iter()
             .filter_map(|c| CrlFacts::parse(c).ok())
             .collect();
@@ -305,7 +297,7 @@ impl CertWatcher {
                 self.watch.swapped(digests);
                 self.swap(parsed, files, verdict.renews_identity());
             }
-            Err((_, e)) => {
+            Err(e) => {
                 self.watch.refused(digests);
                 self.refuse(&files, &e);
             }
@@ -330,6 +322,10 @@ impl CertWatcher {
                 .map(|c| json!({"subject": c.subject, "serial": c.serial}))
         };
         let now = unix_now();
+        self.metrics
+            .cert_changes
+            .with_label_values(&["swapped"])
+            .inc();
         let (old_leaf, old_ca) = self.board.with(|r| (leaf(&r.chain), serials(&r.ca)));
         let (new_leaf, new_ca) = (leaf(&p.chain), serials(&p.ca));
         info!(self.log, "certificates swapped";
@@ -360,6 +356,10 @@ impl CertWatcher {
 
     fn refuse(&mut self, files: &[&'static str], e: &TlsError) {
         let reason = e.to_string();
+        self.metrics
+            .cert_changes
+            .with_label_values(&["refused"])
+            .inc();
         error!(self.log, "certificates refused, the ones in use stay";
             "code" => e.code(), "files" => files.join(","), "error" => &reason);
         self.record(

@@ -44,6 +44,9 @@ pub struct Metrics {
     /// (`tunnel.cert_file`) and `ca` (the first of `tunnel.ca_file` to expire); set
     /// by the certificate watcher at each check.
     pub cert_expiry: IntGaugeVec,
+    /// New certificate file content by `result`: `swapped` (in use for new
+    /// handshakes) or `refused` (the old stays).
+    pub cert_changes: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -92,6 +95,14 @@ impl Metrics {
             &["cert"],
         )
         .expect("valid metric");
+        let cert_changes = IntCounterVec::new(
+            Opts::new(
+                "sssonector_certificate_changes_total",
+                "New content of the certificate, key, CA or CRL files, by result: swapped or refused.",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
         let collectors: Vec<Box<dyn Collector>> = vec![
             Box::new(EndpointCollector {
                 stats: stats.clone(),
@@ -106,6 +117,7 @@ impl Metrics {
             Box::new(snmp.clone()),
             Box::new(notifications.clone()),
             Box::new(cert_expiry.clone()),
+            Box::new(cert_changes.clone()),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ];
         for c in collectors {
@@ -117,6 +129,7 @@ impl Metrics {
             snmp,
             notifications,
             cert_expiry,
+            cert_changes,
         }
     }
 
