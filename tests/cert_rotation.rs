@@ -2,7 +2,8 @@
 //! replaced under a running iperf3 transfer through the TUN tunnel, which finishes
 //! on the same session, while a new client from the new CA gets in; a broken
 //! certificate file is refused and audited with the old one still serving; a
-//! client's renewed certificate makes it re-handshake. Certificates come from
+//! client's renewed certificate makes it re-handshake; a new CRL refuses the client
+//! it revokes at its next handshake. Certificates come from
 //! `sssonector cert init` (the first CA) and the `openssl` CLI (the second).
 //!
 //! Namespaces: the server in `srv`, clients `c1` and `c2` each in their own, joined
@@ -19,6 +20,7 @@ use common::netns::{output_within, Lab, Netns};
 use common::pair::write;
 use common::snmp::{binding, net_snmp, TrapReceiver};
 use common::{cert_init, Control, Daemon};
+use nix::sys::signal::Signal;
 use serde_json::{json, Value};
 
 /// Time allowed for a daemon to reach a lifecycle log line.
@@ -153,13 +155,15 @@ fn read(path: &Path) -> Vec<u8> {
     std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-fn server_yaml(interface: &str, extra: &str) -> String {
+/// The server on `interface`; `security` continues its `security` map (", key: v"),
+/// `extra` is appended YAML.
+fn server_yaml(interface: &str, security: &str, extra: &str) -> String {
     format!(
         "mode: server\n\
          network: {{ interface: {interface}, address: 10.77.0.1/24 }}\n\
          tunnel: {{ listen_address: 0.0.0.0, listen_port: {PORT}, cert_file: server.crt, \
          key_file: server.key, ca_file: ca.crt, keepalive: 1s }}\n\
-         security: {{ cert_check_interval: {CHECK}, audit_log: server-audit.jsonl }}\n\
+         security: {{ cert_check_interval: {CHECK}, audit_log: server-audit.jsonl{security} }}\n\
          control: {{ socket: server.sock }}\n\
          logging: {{ level: info, format: json }}\n{extra}"
     )
@@ -296,14 +300,26 @@ struct Rig {
 
 impl Rig {
     fn start(lab: &Lab, server_extra: &str) -> Self {
+        Self::start_with(lab, "", server_extra, |_| {})
+    }
+
+    /// [`start`](Self::start) with `security` added to the server's `security` map
+    /// and `prepare` run on the folder once the certificates are made.
+    fn start_with(
+        lab: &Lab,
+        security: &str,
+        server_extra: &str,
+        prepare: impl FnOnce(&Path),
+    ) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         cert_init(dir.path(), SERVER_NAME, &["c1"]);
+        prepare(dir.path());
         let (srv, cli) = (lab.netns("srv"), lab.netns("c1"));
         lab.veth(&srv, "192.168.1.1", &cli, "192.168.1.2");
         let s = write(
             dir.path(),
             "server.yaml",
-            &server_yaml(&lab.ifname("ts"), server_extra),
+            &server_yaml(&lab.ifname("ts"), security, server_extra),
         );
         let c = write(
             dir.path(),
@@ -596,4 +612,63 @@ fn a_renewal_that_expires_soon_is_reported_by_metric_snmp_object_and_trap() {
     let certs = ctl(&dir, "server", "certs");
     let days = certs["own"]["chain"][0]["days_to_expiry"].as_i64();
     assert!(matches!(days, Some(4 | 5)), "{certs}");
+}
+
+/// Runs `openssl ca` in `dir` with a minimal CA database (made on first use) for
+/// the `cert init` CA: `args` after the configuration and the CA's files.
+fn openssl_ca(dir: &Path, args: &[&str]) {
+    let conf = dir.join("ca.cnf");
+    if !conf.exists() {
+        std::fs::write(
+            &conf,
+            "[ca]\ndefault_ca = d\n[d]\ndatabase = index.txt\ncrlnumber = crlnumber\n\
+             default_md = sha256\ndefault_crl_days = 30\n",
+        )
+        .expect("ca.cnf written");
+        std::fs::write(dir.join("index.txt"), "").expect("index written");
+        std::fs::write(dir.join("crlnumber"), "1000\n").expect("crlnumber written");
+    }
+    let mut all = vec![
+        "ca", "-config", "ca.cnf", "-keyfile", "ca.key", "-cert", "ca.crt",
+    ];
+    all.extend_from_slice(args);
+    openssl(dir, &all);
+}
+
+#[test]
+fn a_new_crl_refuses_the_revoked_client_at_its_next_handshake() {
+    let lab = Lab::new();
+    let mut rig = Rig::start_with(&lab, ", crl_file: crl.pem", "", |dir| {
+        openssl_ca(dir, &["-gencrl", "-out", "crl.pem"]);
+    });
+    let dir = rig.dir.path().to_path_buf();
+    let certs = ctl(&dir, "server", "certs");
+    assert_eq!(certs["crl"]["lists"][0]["revoked"], 0, "{certs}");
+
+    // c1 is revoked: the new list goes in, c1's live session is left alone.
+    openssl_ca(&dir, &["-revoke", "c1.crt"]);
+    openssl_ca(&dir, &["-gencrl", "-out", ".crl.pem.new"]);
+    std::fs::rename(dir.join(".crl.pem.new"), dir.join("crl.pem")).expect("renamed");
+    let swapped = rig
+        .server
+        .find_or_wait("certificates swapped", &[("files", "crl")], WAIT);
+    assert!(swapped["new_serial"].is_string(), "{swapped}");
+    let certs = ctl(&dir, "server", "certs");
+    assert_eq!(certs["crl"]["lists"][0]["revoked"], 1, "{certs}");
+    assert_eq!(sessions(&dir).len(), 1);
+    assert!(rig.cli.ping("10.77.0.1", 1), "the live session was cut");
+
+    // Its next handshake is refused: the CRL in use revokes it.
+    rig.c1.signal(Signal::SIGKILL);
+    // Killed by a signal: no exit code; this returns once it is gone.
+    rig.c1.wait_exit(WAIT);
+    rig.c1 = Daemon::start_in(rig.cli.name(), &dir.join("c1.yaml"));
+    let failed = rig.server.wait_for("handshake failed", WAIT);
+    assert_eq!(failed["code"], "E_TLS_UNTRUSTED", "{failed}");
+    assert!(
+        failed["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("evoked")),
+        "{failed}"
+    );
 }

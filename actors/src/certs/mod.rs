@@ -330,8 +330,8 @@ impl CertWatcher {
         let (new_leaf, new_ca) = (leaf(&p.chain), serials(&p.ca));
         info!(self.log, "certificates swapped";
             "files" => files.join(","),
-            "old_serial" => old_leaf.as_ref().map(|l| l["serial"].to_string()),
-            "new_serial" => new_leaf.as_ref().map(|l| l["serial"].to_string()),
+            "old_serial" => old_leaf.as_ref().and_then(|l| l["serial"].as_str()).map(str::to_string),
+            "new_serial" => new_leaf.as_ref().and_then(|l| l["serial"].as_str()).map(str::to_string),
             "subject" => p.chain.first().map(|c| c.subject.clone()),
             "ca_serials" => new_ca.join(","),
             "rehandshake" => renewed && matches!(self.side, Side::Client(_)));
