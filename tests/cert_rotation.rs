@@ -672,3 +672,44 @@ fn a_new_crl_refuses_the_revoked_client_at_its_next_handshake() {
         "{failed}"
     );
 }
+
+#[test]
+fn a_reload_that_names_other_files_moves_the_watch_to_them() {
+    let lab = Lab::new();
+    let rig = Rig::start(&lab, "");
+    let dir = rig.dir.path().to_path_buf();
+    let stage = dir.join("stage");
+    std::fs::create_dir(&stage).expect("stage dir");
+    std::fs::copy(dir.join("ca.crt"), stage.join("ca.crt")).expect("copied");
+    std::fs::copy(dir.join("ca.key"), stage.join("ca.key")).expect("copied");
+    leaf(&stage, "ca", "server2", SERVER_NAME, "AB01", true, 30);
+    leaf(&stage, "ca", "server3", SERVER_NAME, "AB02", true, 30);
+    for f in ["server2.crt", "server2.key"] {
+        std::fs::copy(stage.join(f), dir.join(f)).expect("copied");
+    }
+    let config = dir.join("server.yaml");
+    let text = std::fs::read_to_string(&config).expect("config");
+    let text = text.replace(
+        "cert_file: server.crt, key_file: server.key",
+        "cert_file: server2.crt, key_file: server2.key",
+    );
+    std::fs::write(&config, text).expect("config written");
+    let reply = ctl(&dir, "server", "reload");
+    assert!(reply.to_string().contains("tunnel.cert_file"), "{reply}");
+    wait_serial(&dir, "server", "AB01", WAIT);
+    let certs = ctl(&dir, "server", "certs");
+    let file = certs["own"]["file"].as_str().unwrap_or_default();
+    assert!(file.ends_with("server2.crt"), "{certs}");
+    assert_eq!(certs["swaps"], 0, "a reload is not a swap: {certs}");
+
+    // The old file is not watched any more; the new one is.
+    std::fs::write(dir.join("server.crt"), "not a certificate\n").expect("written");
+    replace(&dir, "server2.key", &read(&stage.join("server3.key")));
+    replace(&dir, "server2.crt", &read(&stage.join("server3.crt")));
+    wait_serial(&dir, "server", "AB02", WAIT);
+    // (A refusal of the new key beside the old certificate may come between.)
+    let certs = ctl(&dir, "server", "certs");
+    let reason = certs["last_refusal"]["reason"].as_str().unwrap_or_default();
+    assert!(!reason.contains("/server.crt"), "{certs}");
+    assert!(rig.cli.ping("10.77.0.1", 1), "the live session was cut");
+}
