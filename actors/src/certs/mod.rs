@@ -33,6 +33,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actix::prelude::*;
+use actix::WeakAddr;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use slog::{debug, error, info, warn, Logger};
@@ -128,6 +129,18 @@ impl Board {
 #[rtype(result = "()")]
 pub struct Reconfigure(pub Box<Config>);
 
+/// Stop watching: the daemon is stopping, and no swap is to come during its drain.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Shutdown;
+
+impl Handler<Shutdown> for CertWatcher {
+    type Result = ();
+    fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
 /// A configuration built from the files, ready for the tunnel side.
 enum Built {
     Server(Arc<rustls::ServerConfig>),
@@ -148,10 +161,12 @@ pub struct CertWatcher {
     side: Side,
     watch: Watch,
     board: Arc<Board>,
-    audit: Option<Addr<AuditActor>>,
+    /// Weak, like `traps`: those actors stop when the daemon drops its addresses on
+    /// a stop (and their drain tokens with them); this one must not keep them.
+    audit: Option<WeakAddr<AuditActor>>,
     metrics: Arc<Metrics>,
     /// Told when our certificate changed, so sssCertExpiring is decided at once.
-    traps: Option<Addr<TrapSender>>,
+    traps: Option<WeakAddr<TrapSender>>,
     ticks: Option<SpawnHandle>,
     log: Logger,
 }
@@ -172,9 +187,9 @@ impl CertWatcher {
             side,
             watch: Watch::new([Stamp::Unset; 4], [None; 4]),
             board,
-            audit,
+            audit: audit.as_ref().map(Addr::downgrade),
             metrics,
-            traps,
+            traps: traps.as_ref().map(Addr::downgrade),
             ticks: None,
             log,
         };
@@ -349,7 +364,7 @@ impl CertWatcher {
             r.last_swap = Some((now, files));
         });
         self.export_expiry();
-        if let (true, Some(t)) = (own_changed, &self.traps) {
+        if let (true, Some(t)) = (own_changed, self.traps.as_ref().and_then(WeakAddr::upgrade)) {
             t.do_send(CheckCertificate);
         }
     }
@@ -373,7 +388,7 @@ impl CertWatcher {
     }
 
     fn record(&self, event: &'static str, fields: Value) {
-        if let Some(a) = &self.audit {
+        if let Some(a) = self.audit.as_ref().and_then(WeakAddr::upgrade) {
             a.do_send(Record { event, fields });
         }
     }
@@ -445,8 +460,10 @@ impl Actor for CertWatcher {
 
 impl Supervised for CertWatcher {
     fn restarting(&mut self, _ctx: &mut Context<Self>) {
+        // The machine survives a restart: it still knows what is in use, so a change
+        // made meanwhile is seen at the first tick. Only the timer was the old
+        // context's.
         self.ticks = None;
-        self.baseline();
     }
 }
 

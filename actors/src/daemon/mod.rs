@@ -783,6 +783,10 @@ impl Handler<Stop> for Daemon {
         self.traps = None;
         self.audit = None;
         self.services.stop();
+        // Its address dropped with the message, so its supervisor does not restart it.
+        if let Some(c) = self.certs.take() {
+            c.do_send(certs::Shutdown);
+        }
         if let Some(l) = self.listener.take() {
             l.do_send(listener::Shutdown);
         }

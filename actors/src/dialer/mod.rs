@@ -99,6 +99,9 @@ pub struct Dialer {
     sessions: u64,
     /// The session is being closed to re-handshake with a renewed certificate.
     rehandshaking: bool,
+    /// How many times our certificate was renewed: a dial that began before a
+    /// renewal ends in a session with the old certificate, to be redone at once.
+    renewals: u64,
     stopping: bool,
     audit: Option<Addr<AuditActor>>,
     drain: Option<DrainToken>,
@@ -131,6 +134,7 @@ impl Dialer {
             connection: None,
             sessions: 0,
             rehandshaking: false,
+            renewals: 0,
             stopping: false,
             audit,
             drain,
@@ -151,18 +155,24 @@ impl Dialer {
             return self.retry_later(ctx);
         };
         let target = self.target.clone();
+        let renewals = self.renewals;
         let hub = self.hub.clone();
         let log = self.log.clone();
         let task = self
             .runtime
             .spawn(async move { dial_round(&target, &balancer, &hub, &log).await });
         ctx.spawn(
-            async move { task.await.ok() }
-                .into_actor(self)
-                .map(|result, act, ctx| match result {
-                    Some(Some((est, lease))) => act.established(est, lease, ctx),
+            async move { task.await.ok() }.into_actor(self).map(
+                move |result, act, ctx| match result {
+                    Some(Some((est, lease))) => {
+                        act.established(est, lease, ctx);
+                        if act.renewals != renewals {
+                            act.rehandshake();
+                        }
+                    }
                     _ => act.retry_later(ctx),
-                }),
+                },
+            ),
         );
     }
 
@@ -306,7 +316,17 @@ impl Handler<SwapTls> for Dialer {
     type Result = ();
     fn handle(&mut self, msg: SwapTls, _: &mut Context<Self>) {
         self.target.connector = TlsConnector::from(msg.config);
-        if !msg.rehandshake || self.stopping {
+        if msg.rehandshake {
+            self.renewals += 1;
+            self.rehandshake();
+        }
+    }
+}
+
+impl Dialer {
+    /// Closes the live session to dial again at once with the renewed certificate.
+    fn rehandshake(&mut self) {
+        if self.stopping || self.rehandshaking {
             return;
         }
         if let Some(c) = &self.connection {
