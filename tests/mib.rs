@@ -220,6 +220,18 @@ const LAYOUT: &[(&str, &str, Kind)] = &[
         ".1.6.1.6",
         Leaf("Counter64", RO, None),
     ),
+    // Certificates
+    ("sssCertificates", ".1.7", Node),
+    (
+        "sssCertDaysToExpiry",
+        ".1.7.1",
+        Leaf("Integer32", RO, Some("days")),
+    ),
+    (
+        "sssCaDaysToExpiry",
+        ".1.7.2",
+        Leaf("Integer32", RO, Some("days")),
+    ),
     // Objects sent only in notifications
     ("sssNotifyObjects", ".1.9", Node),
     ("sssNotifyReason", ".1.9.1", Leaf(DISPLAY_STRING, AFN, None)),
@@ -246,6 +258,7 @@ const LAYOUT: &[(&str, &str, Kind)] = &[
     ("sssLimiterGroup", ".2.1.6", Node),
     ("sssNotifyObjectsGroup", ".2.1.7", Node),
     ("sssNotificationsGroup", ".2.1.8", Node),
+    ("sssCertificateGroup", ".2.1.9", Node),
 ];
 
 /// The repository's folder.

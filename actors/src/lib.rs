@@ -29,6 +29,9 @@
 //!   the global rate), [`ratelimit::keyed`] (the request limiter) and
 //!   [`ratelimit::limits`] (the policy, each connection's flow, the limiter rows; the
 //!   `Throttle` each I/O task holds).
+//! - [`certs`]: the CertWatcher actor: renewed certificates, keys, CA bundles and
+//!   CRLs put in use for new handshakes ([`certs::watch`] decides when,
+//!   [`certs::facts`] reads them for `ctl certs`).
 //! - [`metrics`]: the Prometheus registry; [`snmp`]: the SNMP agent ([`snmp::agent`],
 //!   [`snmp::mib`], [`snmp::usm`], [`snmp::v3`]) and its notifications ([`snmp::trap`]).
 //! - [`logging`]: slog with a run-time level.
@@ -41,6 +44,7 @@
 pub mod audit;
 pub mod balancer;
 pub mod breaker;
+pub mod certs;
 pub mod connection;
 pub mod control;
 pub mod daemon;

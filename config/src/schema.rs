@@ -94,6 +94,10 @@ pub mod defaults {
     /// sssCertExpiring notification starts, daily. 30 days leaves a monthly renewal
     /// job one run to notice.
     pub const CERT_WARNING: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+    /// `security.cert_check_interval`: how often the certificate files are looked
+    /// at. A stat of four files every 10 s costs nothing and puts a renewal in use
+    /// well within a minute.
+    pub const CERT_CHECK_INTERVAL: Duration = Duration::from_secs(10);
     /// `control.socket`.
     pub const CONTROL_SOCKET: &str = "/run/sssonector/control.sock";
     /// `control.mode`: owner only.
@@ -479,7 +483,7 @@ pub struct ThrottleOverride {
 }
 
 /// `security`: who may connect and how.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Security {
     /// TLS policy.
@@ -518,6 +522,28 @@ pub struct Security {
     /// Group to run as with `user`; name or numeric gid. Default: the user's primary
     /// group. Reload: restart needed.
     pub group: Option<String>,
+    /// How often `tunnel.cert_file`, `key_file`, `ca_file` and `crl_file` are checked
+    /// for a change (size and modification time, then content); a change is put in
+    /// use for new handshakes. Default 10s. Reload: live.
+    pub cert_check_interval: DurationValue,
+}
+
+impl Default for Security {
+    fn default() -> Self {
+        Self {
+            tls: Tls::default(),
+            allowed_clients: Vec::new(),
+            client_addresses: BTreeMap::new(),
+            client_destinations: BTreeMap::new(),
+            allow_cidrs: Vec::new(),
+            deny_cidrs: Vec::new(),
+            crl_file: None,
+            audit_log: None,
+            cert_check_interval: DurationValue::of(defaults::CERT_CHECK_INTERVAL),
+            user: None,
+            group: None,
+        }
+    }
 }
 
 /// `security.tls`.

@@ -418,6 +418,7 @@ impl Validator {
         if s.group.is_some() && s.user.is_none() {
             self.fail("security.group", "needs security.user");
         }
+        self.duration("security.cert_check_interval", &s.cert_check_interval);
         if let Some(log) = &s.audit_log {
             self.parent_exists("security.audit_log", log);
         }

@@ -85,6 +85,8 @@ pub struct Router {
     pub metrics: Arc<Metrics>,
     /// The tunnel's counters (`connections`).
     pub stats: Arc<Stats>,
+    /// The certificates in use (`certs`).
+    pub certs: Arc<crate::certs::Board>,
 }
 
 impl Router {
@@ -122,6 +124,7 @@ impl Router {
             Command::Connections => Ok(connections(&self.stats)),
             Command::Endpoints => Ok(json!({ "endpoints": self.stats.endpoints.snapshot() })),
             Command::Breakers => Ok(breakers(&self.stats)),
+            Command::Certs => Ok(self.certs.to_json(unix_now())),
             Command::EndpointAdd(a) => self.endpoint(EndpointOp::Add(a)).await,
             Command::EndpointRemove(r) => self.endpoint(EndpointOp::Remove(r)).await,
             Command::EndpointDrain(r) => self.endpoint(EndpointOp::Drain(r)).await,
@@ -145,6 +148,12 @@ impl Router {
             }
         }
     }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 fn limiter_mailbox(e: MailboxError) -> Error {

@@ -175,6 +175,8 @@ pub enum Command {
     EndpointDrain(EndpointRef),
     /// Circuit breaker states.
     Breakers,
+    /// Certificates, CA bundle and CRL in use, and the last swap and refusal.
+    Certs,
     /// Close breakers.
     BreakerReset(BreakerReset),
     /// Rate limits in force.
@@ -312,6 +314,12 @@ pub const COMMANDS: &[CommandSpec] = &[
         false,
     ),
     spec(
+        "certs",
+        "certificate chain, CA bundle and CRL in use: subjects, SANs, serials, days to expiry; last swap and refusal",
+        &[],
+        false,
+    ),
+    spec(
         "breaker.reset",
         "close an endpoint's breaker, or all of a service's",
         &[
@@ -391,6 +399,7 @@ impl Command {
             Command::EndpointRemove(_) => "endpoint.remove",
             Command::EndpointDrain(_) => "endpoint.drain",
             Command::Breakers => "breakers",
+            Command::Certs => "certs",
             Command::BreakerReset(_) => "breaker.reset",
             Command::Limits => "limits",
             Command::LimitsSet(_) => "limits.set",
@@ -449,6 +458,7 @@ impl Command {
                     "connections" => Command::Connections,
                     "endpoints" => Command::Endpoints,
                     "breakers" => Command::Breakers,
+                    "certs" => Command::Certs,
                     "limits" => Command::Limits,
                     "reload" => Command::Reload,
                     "stop" => Command::Stop,

@@ -36,6 +36,7 @@ pub use self::services::EndpointOp;
 use self::services::Services;
 use crate::audit::{AuditActor, Record, Reopen};
 use crate::balancer::registry::{EndpointChange, EndpointEvent};
+use crate::certs::{self, CertWatcher};
 use crate::control::protocol::SetLogLevel;
 use crate::control::{self, ControlSocketActor, Router};
 use crate::dialer::{self, Dialer};
@@ -153,6 +154,10 @@ pub struct Daemon {
     limiter: Option<Addr<RateLimiter>>,
     /// Who the daemon became after binding (`security.user`), if anyone.
     dropped: Option<privileges::Dropped>,
+    /// Puts renewed certificates in use; started with the tunnel.
+    certs: Option<Addr<CertWatcher>>,
+    /// The certificates in use, for `ctl certs`.
+    cert_board: Arc<certs::Board>,
 }
 
 /// The tunnel's actors, built but not started.
@@ -244,6 +249,8 @@ impl Daemon {
             services,
             limiter: None,
             dropped,
+            certs: None,
+            cert_board: Arc::default(),
         })
     }
 
@@ -300,6 +307,22 @@ impl Daemon {
                 self.dialer = Some(supervise::start(d, "dialer", OnStop::End, &self.log));
             }
         }
+    }
+
+    /// Starts the certificate watcher for the tunnel side just started.
+    fn start_certs(&mut self) {
+        let side = match (&self.listener, &self.dialer) {
+            (Some(l), _) => certs::Side::Server(l.clone()),
+            (_, Some(d)) => certs::Side::Client(d.clone()),
+            _ => return,
+        };
+        let (config, board) = (self.config.clone(), self.cert_board.clone());
+        let (audit, traps) = (self.audit.clone(), self.traps.clone());
+        let metrics = self.metrics.clone();
+        let log = self.log.new(slog::o!("actor" => "certs"));
+        self.certs = Some(Supervisor::start(move |_| {
+            CertWatcher::new(&config, side, board, (audit, traps), metrics, log)
+        }));
     }
 
     fn audit(&self, event: &'static str, fields: serde_json::Value) {
@@ -370,6 +393,7 @@ impl Daemon {
             audit: self.audit.clone(),
             metrics: self.metrics.clone(),
             stats: self.stats.clone(),
+            certs: self.cert_board.clone(),
         };
         let c = &self.config.control;
         let (path, mode, idle) = (c.socket.clone(), c.mode.get().0, c.idle_timeout.duration());
@@ -605,6 +629,9 @@ impl Daemon {
         if let Some(d) = &self.dialer {
             d.do_send(dialer::Reconfigure(Box::new(new.clone())));
         }
+        if let Some(c) = &self.certs {
+            c.do_send(certs::Reconfigure(Box::new(new.clone())));
+        }
         if let Some(agent) = &self.snmp_agent {
             agent.reconfigure(&new.monitor.snmp);
         }
@@ -761,6 +788,7 @@ impl Actor for Daemon {
         self.start_traps();
         self.services.start(&self.config);
         self.start_tunnel();
+        self.start_certs();
         self.listen_for_signals(ctx);
         info!(self.log, "daemon started";
             "mode" => self.config.mode().as_str(),
@@ -958,6 +986,10 @@ impl Handler<Stop> for Daemon {
         // Its task keeps sending until the sessions below have ended, on its token.
         self.traps = None;
         self.audit = None;
+        // Its address dropped with the message, so its supervisor does not restart it.
+        if let Some(c) = self.certs.take() {
+            c.do_send(certs::Shutdown);
+        }
         // No new streams; the live ones may finish within the grace period, on
         // sessions kept open for them.
         let streams = self.services.stop();

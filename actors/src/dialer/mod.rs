@@ -98,6 +98,11 @@ pub struct Dialer {
     /// breaker's verdict); dropped when the session ends.
     lease: Option<Lease>,
     sessions: u64,
+    /// The session is being closed to re-handshake with a renewed certificate.
+    rehandshaking: bool,
+    /// How many times our certificate was renewed: a dial that began before a
+    /// renewal ends in a session with the old certificate, to be redone at once.
+    renewals: u64,
     stopping: bool,
     audit: Option<Addr<AuditActor>>,
     drain: Option<DrainToken>,
@@ -129,6 +134,8 @@ impl Dialer {
             keepalive: config.tunnel.keepalive.duration(),
             connection: None,
             sessions: 0,
+            rehandshaking: false,
+            renewals: 0,
             stopping: false,
             audit,
             drain,
@@ -149,18 +156,24 @@ impl Dialer {
             return self.retry_later(ctx);
         };
         let target = self.target.clone();
+        let renewals = self.renewals;
         let hub = self.hub.clone();
         let log = self.log.clone();
         let task = self
             .runtime
             .spawn(async move { dial_round(&target, &balancer, &hub, &log).await });
         ctx.spawn(
-            async move { task.await.ok() }
-                .into_actor(self)
-                .map(|result, act, ctx| match result {
-                    Some(Some((est, lease))) => act.established(est, lease, ctx),
+            async move { task.await.ok() }.into_actor(self).map(
+                move |result, act, ctx| match result {
+                    Some(Some((est, lease))) => {
+                        act.established(est, lease, ctx);
+                        if act.renewals != renewals {
+                            act.rehandshake();
+                        }
+                    }
                     _ => act.retry_later(ctx),
-                }),
+                },
+            ),
         );
     }
 
@@ -253,8 +266,15 @@ impl Handler<SessionClosed> for Dialer {
         if self.stopping {
             return;
         }
-        warn!(self.log, "tunnel down";
-            "code" => msg.end.code.unwrap_or(ErrorCode::PeerClosed), "reason" => &msg.end.reason);
+        if std::mem::take(&mut self.rehandshaking) {
+            info!(
+                self.log,
+                "tunnel closed for a re-handshake with the renewed certificate"
+            );
+        } else {
+            warn!(self.log, "tunnel down";
+                "code" => msg.end.code.unwrap_or(ErrorCode::PeerClosed), "reason" => &msg.end.reason);
+        }
         if let Some(a) = &self.audit {
             a.do_send(Record {
                 event: "tunnel_down",
@@ -289,6 +309,45 @@ impl Handler<Reconfigure> for Dialer {
         let c = &msg.0.connection;
         self.backoff = Backoff::new(c.retry_attempts, c.retry_interval.duration());
         self.keepalive = msg.0.tunnel.keepalive.duration();
+    }
+}
+
+/// Put a TLS configuration built from renewed files (by the certificate watcher) in
+/// use for the next dial. With `rehandshake` (our own certificate or key changed) the
+/// live session is closed and the tunnel dialed again at once, so the server sees
+/// the new certificate: a controlled reconnect, since the server lets only one
+/// session hold our inner address (no make-before-break).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SwapTls {
+    /// The new configuration.
+    pub config: Arc<rustls::ClientConfig>,
+    /// Whether to re-handshake now.
+    pub rehandshake: bool,
+}
+
+impl Handler<SwapTls> for Dialer {
+    type Result = ();
+    fn handle(&mut self, msg: SwapTls, _: &mut Context<Self>) {
+        self.target.connector = TlsConnector::from(msg.config);
+        if msg.rehandshake {
+            self.renewals += 1;
+            self.rehandshake();
+        }
+    }
+}
+
+impl Dialer {
+    /// Closes the live session to dial again at once with the renewed certificate.
+    fn rehandshake(&mut self) {
+        if self.stopping || self.rehandshaking {
+            return;
+        }
+        if let Some(c) = &self.connection {
+            info!(self.log, "re-handshaking with the renewed certificate");
+            self.rehandshaking = true;
+            c.do_send(CloseSession);
+        }
     }
 }
 

@@ -58,6 +58,23 @@ impl Rules {
     /// # Errors
     /// `E_TLS_CONFIG` when the TLS material cannot be used.
     pub fn from_config(config: &Config, gso: bool) -> crate::Result<Self> {
+        Self::with_tls(
+            config,
+            gso,
+            tls::server_config(&config.tunnel, &config.security)?,
+        )
+    }
+
+    /// The rules of `config` with the TLS configuration `server` (the certificate
+    /// watcher's, built from renewed files).
+    ///
+    /// # Errors
+    /// `E_INTERNAL` when the configuration lacks what validation guarantees.
+    pub fn with_tls(
+        config: &Config,
+        gso: bool,
+        server: Arc<rustls::ServerConfig>,
+    ) -> crate::Result<Self> {
         let nets = |v: &[sssonector_config::Parsed<IpNet>]| -> Vec<IpNet> {
             v.iter().map(|p| *p.get()).collect()
         };
@@ -69,7 +86,7 @@ impl Rules {
             .ok_or_else(|| Error::Internal("network.address missing after validation".into()))?;
         let s = &config.security;
         Ok(Self {
-            acceptor: TlsAcceptor::from(tls::server_config(&config.tunnel, s)?),
+            acceptor: TlsAcceptor::from(server),
             policy: Policy {
                 subnet,
                 by_name: s
@@ -136,6 +153,9 @@ fn session_reason(code: ErrorCode) -> &'static str {
 
 /// The server's listener.
 pub struct Listener {
+    /// The configuration in force, to rebuild the rules around a swapped TLS
+    /// configuration.
+    config: Box<Config>,
     bind: SocketAddr,
     socket: Option<TcpListener>,
     rules: Arc<ArcSwap<Rules>>,
@@ -168,6 +188,7 @@ impl Listener {
         let port = u16::try_from(t.listen_port.raw()).unwrap_or(0);
         hub.configure_access(config);
         let mut this = Self {
+            config: Box::new(config.clone()),
             bind: SocketAddr::new(ip, port),
             socket: None,
             rules: Arc::new(ArcSwap::from_pointee(Rules::from_config(
@@ -214,6 +235,12 @@ struct Accepted(Established);
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Reconfigure(pub Box<Config>);
+
+/// Put a TLS configuration built from renewed files (by the certificate watcher) in
+/// use for new handshakes; live sessions keep the one they were made with.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SwapTls(pub Arc<rustls::ServerConfig>);
 
 /// Stop listening and close every session.
 #[derive(Message)]
@@ -286,6 +313,18 @@ impl Handler<Reconfigure> for Listener {
                 "code" => e.code(), "error" => %e),
         }
         self.keepalive = msg.0.tunnel.keepalive.duration();
+        self.config = msg.0;
+    }
+}
+
+impl Handler<SwapTls> for Listener {
+    type Result = ();
+    fn handle(&mut self, msg: SwapTls, _: &mut Context<Self>) {
+        match Rules::with_tls(&self.config, self.hub.offload, msg.0) {
+            Ok(rules) => self.rules.store(Arc::new(rules)),
+            Err(e) => warn!(self.log, "new tunnel rules refused, old ones kept";
+                "code" => e.code(), "error" => %e),
+        }
     }
 }
 

@@ -20,7 +20,7 @@ use std::time::Instant;
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, MetricFamily, MetricType};
-use prometheus::{Encoder, IntCounterVec, Opts, Registry, TextEncoder};
+use prometheus::{Encoder, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 use serde_json::{json, Map, Value};
 use sssonector_config::Mode;
 
@@ -40,6 +40,13 @@ pub struct Metrics {
     /// SNMP notifications by notification (`tunnel_up`, ...) and result (`sent` or
     /// why not), one per target and notification.
     pub notifications: IntCounterVec,
+    /// Seconds until a certificate expires (negative once it has), by `cert`: `own`
+    /// (`tunnel.cert_file`) and `ca` (the first of `tunnel.ca_file` to expire); set
+    /// by the certificate watcher at each check.
+    pub cert_expiry: IntGaugeVec,
+    /// New certificate file content by `result`: `swapped` (in use for new
+    /// handshakes) or `refused` (the old stays).
+    pub cert_changes: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -80,6 +87,22 @@ impl Metrics {
             &["notification", "result"],
         )
         .expect("valid metric");
+        let cert_expiry = IntGaugeVec::new(
+            Opts::new(
+                "sssonector_certificate_expiry_seconds",
+                "Seconds until the certificate expires (negative once expired), by cert: own or ca (the first of the bundle to expire).",
+            ),
+            &["cert"],
+        )
+        .expect("valid metric");
+        let cert_changes = IntCounterVec::new(
+            Opts::new(
+                "sssonector_certificate_changes_total",
+                "New content of the certificate, key, CA or CRL files, by result: swapped or refused.",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
         let collectors: Vec<Box<dyn Collector>> = vec![
             Box::new(EndpointCollector {
                 stats: stats.clone(),
@@ -94,6 +117,8 @@ impl Metrics {
             Box::new(snmp.clone()),
             Box::new(notifications.clone()),
             Box::new(crate::supervise::restarts().counter()),
+            Box::new(cert_expiry.clone()),
+            Box::new(cert_changes.clone()),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ];
         for c in collectors {
@@ -104,7 +129,21 @@ impl Metrics {
             control,
             snmp,
             notifications,
+            cert_expiry,
+            cert_changes,
         }
+    }
+
+    /// Whole days until the certificate `cert` (`own` or `ca`) expires, negative
+    /// once it has; none before the certificate watcher has read it. Reading does
+    /// not create the series.
+    pub fn cert_days_left(&self, cert: &str) -> Option<i64> {
+        self.cert_expiry
+            .collect()
+            .iter()
+            .flat_map(|f| f.get_metric())
+            .find(|m| m.get_label().iter().any(|l| l.value() == cert))
+            .map(|m| (m.get_gauge().get_value() as i64).div_euclid(86_400))
     }
 
     /// Every metric now.

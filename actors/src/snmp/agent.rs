@@ -220,6 +220,10 @@ impl Agent {
         };
         View::build(&system, &counts, self.stats.snapshot())
             .with_limiters(&self.stats.limits.rows())
+            .with_certificates(
+                self.metrics.cert_days_left("own"),
+                self.metrics.cert_days_left("ca"),
+            )
     }
 
     fn get(&self, view: &View, mut pdu: Pdu, budget: usize) -> Pdu {

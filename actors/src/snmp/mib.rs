@@ -360,6 +360,20 @@ impl View {
         }
     }
 
+    /// The view with `sssCertificates`: whole days until our certificate (`own`)
+    /// and the CA bundle's first (`ca`) expire, negative once expired; each left out
+    /// while unknown.
+    pub fn with_certificates(mut self, own: Option<i64>, ca: Option<i64>) -> Self {
+        let days = |d: i64| Value::Integer(d.clamp(i64::from(i32::MIN), i64::from(i32::MAX)));
+        for (arc, left) in [(1, own), (2, ca)] {
+            if let Some(d) = left {
+                self.scalars.push((at(ROOT, &[1, 7, arc, 0]), days(d)));
+            }
+        }
+        self.scalars.sort_by(|a, b| a.0.cmp(&b.0));
+        self
+    }
+
     /// The view with `rows` as its `sssLimiterTable` (from
     /// [`Limits::rows`](crate::ratelimit::Limits::rows)), read at this moment: the
     /// counters move on, the view does not.
@@ -729,5 +743,20 @@ mod tests {
         assert!(empty
             .next(LIMITER_ENTRY)
             .is_none_or(|(o, _)| !o.starts_with(LIMITER_ENTRY)));
+    }
+
+    #[test]
+    fn certificate_days_are_served_when_known() {
+        let stats = Stats::default();
+        let build = || View::build(&system(), &AgentCounts::default(), stats.snapshot());
+        let own = at(ROOT, &[1, 7, 1, 0]);
+        let ca = at(ROOT, &[1, 7, 2, 0]);
+        let view = build().with_certificates(Some(4), Some(-2));
+        assert_eq!(view.get(&own), Ok(Value::Integer(4)));
+        assert_eq!(view.get(&ca), Ok(Value::Integer(-2)));
+        assert_eq!(view.next(&own), Some((ca.clone(), Value::Integer(-2))));
+        let unknown = build().with_certificates(None, Some(i64::MAX));
+        assert_eq!(unknown.get(&own), Err(Missing::Object));
+        assert_eq!(unknown.get(&ca), Ok(Value::Integer(i64::from(i32::MAX))));
     }
 }

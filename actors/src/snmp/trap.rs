@@ -28,7 +28,7 @@ use rasn_snmp::v2c::Message;
 use slog::{debug, error, info, warn, Logger};
 use sssonector_config::{Config, HostPort};
 use tokio::net::UdpSocket;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, watch, Notify};
 
 use super::agent::syntax;
 use super::mib::{self, Oid, Value, ROOT};
@@ -419,6 +419,9 @@ pub struct Reconfigure(pub Settings);
 /// stop until the tunnel's sessions have ended (see the module's doc).
 pub struct TrapSender {
     settings: watch::Sender<Settings>,
+    /// Wakes the task to check our certificate now (the certificate watcher put a
+    /// renewed one in use).
+    check: Arc<Notify>,
     run: Option<(Run, Events)>,
     log: Logger,
 }
@@ -458,6 +461,7 @@ impl TrapSender {
         };
         Self {
             settings: watch::Sender::new(settings),
+            check: Arc::new(Notify::new()),
             run: Some((run, events)),
             log,
         }
@@ -474,7 +478,20 @@ impl Actor for TrapSender {
         info!(self.log, "snmp notifications on"; "targets" => run.targets.len());
         // Detached: when the actor stops, `settings` is dropped and the task
         // finishes the stop on its own (see `Run::serve`).
-        actix_rt::spawn(run.serve(events, self.settings.subscribe()));
+        actix_rt::spawn(run.serve(events, self.settings.subscribe(), self.check.clone()));
+    }
+}
+
+/// Check our certificate now: the certificate watcher put a renewed one in use.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CheckCertificate;
+
+impl Handler<CheckCertificate> for TrapSender {
+    type Result = ();
+
+    fn handle(&mut self, _: CheckCertificate, _ctx: &mut Self::Context) {
+        self.check.notify_one();
     }
 }
 
@@ -569,7 +586,12 @@ struct Run {
 impl Run {
     /// Sends until the actor is gone and, after that, until every session has ended
     /// and its sssTunnelDown went out.
-    async fn serve(mut self, events: Events, mut settings: watch::Receiver<Settings>) {
+    async fn serve(
+        mut self,
+        events: Events,
+        mut settings: watch::Receiver<Settings>,
+        check: Arc<Notify>,
+    ) {
         let Events {
             tunnel: mut events,
             endpoints: mut endpoint_events,
@@ -598,6 +620,7 @@ impl Run {
                     Err(broadcast::error::RecvError::Closed) => endpoints_open = false,
                 },
                 _ = hourly.tick(), if !stopping => self.check_cert().await,
+                () = check.notified(), if !stopping => self.check_cert().await,
                 changed = settings.changed(), if !stopping => match changed {
                     Ok(()) => {
                         let new = settings.borrow_and_update().clone();

@@ -109,20 +109,96 @@ pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
+/// The bytes of the TLS files, read once: the certificate watcher hashes exactly what
+/// it builds from, so a file rewritten between the two cannot slip through unseen.
+#[derive(Clone)]
+pub struct Material {
+    /// `tunnel.cert_file`: our certificate chain, leaf first.
+    pub cert: Pem,
+    /// `tunnel.key_file`: our private key.
+    pub key: Pem,
+    /// `tunnel.ca_file`: the CA bundle peers are verified against.
+    pub ca: Pem,
+    /// `security.crl_file` (PEM or DER), when set.
+    pub crl: Option<Pem>,
+}
+
+/// One file's path and content.
+#[derive(Clone)]
+pub struct Pem {
+    /// Where it was read from, for errors.
+    pub path: PathBuf,
+    /// What it held.
+    pub bytes: Vec<u8>,
+}
+
+/// Never the bytes: the key file is among them.
+impl std::fmt::Debug for Pem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({} bytes)", self.path.display(), self.bytes.len())
+    }
+}
+
+impl Pem {
+    /// Reads `path`.
+    ///
+    /// # Errors
+    /// `E_TLS_CONFIG` when it cannot be read.
+    pub fn read(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| TlsError::File {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            bytes,
+        })
+    }
+}
+
+impl Material {
+    /// Reads the files `tunnel` and `security` name.
+    ///
+    /// # Errors
+    /// `E_TLS_CONFIG` when one is not set or cannot be read.
+    pub fn read(tunnel: &Tunnel, security: &Security) -> Result<Self> {
+        let need = |p: &Option<PathBuf>, key: &'static str| {
+            p.as_deref()
+                .ok_or(TlsError::Missing(key))
+                .and_then(Pem::read)
+        };
+        Ok(Self {
+            cert: need(&tunnel.cert_file, "tunnel.cert_file")?,
+            key: need(&tunnel.key_file, "tunnel.key_file")?,
+            ca: need(&tunnel.ca_file, "tunnel.ca_file")?,
+            crl: security.crl_file.as_deref().map(Pem::read).transpose()?,
+        })
+    }
+}
+
 /// The server's configuration: our certificate, client certificates required and
 /// verified against `ca_file` (and `crl_file`).
 ///
 /// # Errors
 /// `E_TLS_CONFIG` when a file is missing, unreadable or does not fit.
 pub fn server_config(tunnel: &Tunnel, security: &Security) -> Result<Arc<ServerConfig>> {
+    server_config_from(&Material::read(tunnel, security)?, security)
+}
+
+/// [`server_config`] from material already read.
+///
+/// # Errors
+/// `E_TLS_CONFIG` when the material does not parse or fit (e.g. a key that is not
+/// the certificate's).
+pub fn server_config_from(m: &Material, security: &Security) -> Result<Arc<ServerConfig>> {
     let provider = provider();
-    let roots = ca_roots(tunnel)?;
+    let roots = ca_roots(&m.ca)?;
     let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
-        .with_crls(crls(security)?)
+        .with_crls(crls(m.crl.as_ref())?)
         .build()
         .map_err(|e| TlsError::Setup(e.to_string()))?;
     let verifier = Arc::new(super::refusal::Generic(verifier));
-    let (certs, key) = identity(tunnel)?;
+    let (certs, key) = identity(m)?;
     let config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(versions(security))
         .map_err(|e| TlsError::Setup(e.to_string()))?
@@ -139,12 +215,20 @@ pub fn server_config(tunnel: &Tunnel, security: &Security) -> Result<Arc<ServerC
 /// # Errors
 /// `E_TLS_CONFIG` when a file is missing, unreadable or does not fit.
 pub fn client_config(tunnel: &Tunnel, security: &Security) -> Result<Arc<ClientConfig>> {
+    client_config_from(&Material::read(tunnel, security)?, security)
+}
+
+/// [`client_config`] from material already read.
+///
+/// # Errors
+/// `E_TLS_CONFIG` when the material does not parse or fit.
+pub fn client_config_from(m: &Material, security: &Security) -> Result<Arc<ClientConfig>> {
     let provider = provider();
-    let verifier = WebPkiServerVerifier::builder_with_provider(ca_roots(tunnel)?, provider.clone())
-        .with_crls(crls(security)?)
+    let verifier = WebPkiServerVerifier::builder_with_provider(ca_roots(&m.ca)?, provider.clone())
+        .with_crls(crls(m.crl.as_ref())?)
         .build()
         .map_err(|e| TlsError::Setup(e.to_string()))?;
-    let (certs, key) = identity(tunnel)?;
+    let (certs, key) = identity(m)?;
     let config = ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(versions(security))
         .map_err(|e| TlsError::Setup(e.to_string()))?
@@ -164,29 +248,18 @@ fn versions(security: &Security) -> &'static [&'static SupportedProtocolVersion]
     }
 }
 
-fn identity(tunnel: &Tunnel) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
-    let cert_file = tunnel
-        .cert_file
-        .as_deref()
-        .ok_or(TlsError::Missing("tunnel.cert_file"))?;
-    let key_file = tunnel
-        .key_file
-        .as_deref()
-        .ok_or(TlsError::Missing("tunnel.key_file"))?;
-    let certs = certificates(cert_file)?;
-    let key = PrivateKeyDer::from_pem_file(key_file).map_err(|e| file_error(key_file, e))?;
+fn identity(m: &Material) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
+    let certs = pem_certificates(&m.cert)?;
+    let key =
+        PrivateKeyDer::from_pem_slice(&m.key.bytes).map_err(|e| file_error(&m.key.path, e))?;
     Ok((certs, key))
 }
 
-fn ca_roots(tunnel: &Tunnel) -> Result<Arc<RootCertStore>> {
-    let ca_file = tunnel
-        .ca_file
-        .as_deref()
-        .ok_or(TlsError::Missing("tunnel.ca_file"))?;
+fn ca_roots(ca: &Pem) -> Result<Arc<RootCertStore>> {
     let mut roots = RootCertStore::empty();
-    for cert in certificates(ca_file)? {
+    for cert in pem_certificates(ca)? {
         roots.add(cert).map_err(|e| TlsError::File {
-            path: ca_file.to_path_buf(),
+            path: ca.path.clone(),
             message: format!("not a usable CA certificate: {e}"),
         })?;
     }
@@ -199,32 +272,40 @@ fn ca_roots(tunnel: &Tunnel) -> Result<Arc<RootCertStore>> {
 /// # Errors
 /// `E_TLS_CONFIG` when the file cannot be read or holds no certificate.
 pub(crate) fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .and_then(|iter| iter.collect::<std::result::Result<Vec<_>, _>>())
-        .map_err(|e| file_error(path, e))?;
+    pem_certificates(&Pem::read(path)?)
+}
+
+/// The certificates in `pem`, in file order.
+///
+/// # Errors
+/// `E_TLS_CONFIG` when it holds no certificate or a damaged one.
+pub fn pem_certificates(pem: &Pem) -> Result<Vec<CertificateDer<'static>>> {
+    let certs = CertificateDer::pem_slice_iter(&pem.bytes)
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| file_error(&pem.path, e))?;
     if certs.is_empty() {
         return Err(TlsError::File {
-            path: path.to_path_buf(),
+            path: pem.path.clone(),
             message: "no PEM certificate in the file".into(),
         });
     }
     Ok(certs)
 }
 
-fn crls(security: &Security) -> Result<Vec<CertificateRevocationListDer<'static>>> {
-    let Some(path) = security.crl_file.as_deref() else {
+/// The revocation lists in `crl` (PEM or DER), none when no file is set.
+///
+/// # Errors
+/// `E_TLS_CONFIG` when a PEM file is damaged.
+pub fn crls(crl: Option<&Pem>) -> Result<Vec<CertificateRevocationListDer<'static>>> {
+    let Some(pem) = crl else {
         return Ok(Vec::new());
     };
-    let bytes = std::fs::read(path).map_err(|e| TlsError::File {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
-    if bytes.starts_with(b"-----BEGIN") {
-        CertificateRevocationListDer::pem_slice_iter(&bytes)
+    if pem.bytes.starts_with(b"-----BEGIN") {
+        CertificateRevocationListDer::pem_slice_iter(&pem.bytes)
             .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|e| file_error(path, e))
+            .map_err(|e| file_error(&pem.path, e))
     } else {
-        Ok(vec![CertificateRevocationListDer::from(bytes)])
+        Ok(vec![CertificateRevocationListDer::from(pem.bytes.clone())])
     }
 }
 
