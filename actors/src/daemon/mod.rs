@@ -320,9 +320,8 @@ impl Daemon {
         let (audit, traps) = (self.audit.clone(), self.traps.clone());
         let metrics = self.metrics.clone();
         let log = self.log.new(slog::o!("actor" => "certs"));
-        self.certs = Some(Supervisor::start(move |_| {
-            CertWatcher::new(&config, side, board, (audit, traps), metrics, log)
-        }));
+        let watcher = CertWatcher::new(&config, side, board, (audit, traps), metrics, log);
+        self.certs = Some(supervise::start(watcher, "certs", OnStop::End, &self.log));
     }
 
     fn audit(&self, event: &'static str, fields: serde_json::Value) {
