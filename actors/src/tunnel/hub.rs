@@ -29,7 +29,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use actix::Addr;
+use actix::{Addr, WeakAddr};
 use ipnet::IpNet;
 use slog::{warn, Logger};
 
@@ -437,8 +437,10 @@ pub struct Hub {
     /// [`Inbound`] takes its new list at its next batch.
     destinations: ArcSwap<HashMap<String, Arc<[IpNet]>>>,
     destinations_epoch: AtomicU64,
-    /// Where security events go (`packet_denied`, `stream_refused`).
-    audit: ArcSwapOption<Addr<AuditActor>>,
+    /// Where security events go (`packet_denied`, `stream_refused`). Weak: the hub
+    /// lives as long as the process, and a strong address would keep the audit
+    /// actor, and so every graceful stop, waiting for the whole drain timeout.
+    audit: ArcSwapOption<WeakAddr<AuditActor>>,
 }
 
 impl Hub {
@@ -488,12 +490,13 @@ impl Hub {
 
     /// Where security events go from now on.
     pub fn set_audit(&self, audit: Option<Addr<AuditActor>>) {
-        self.audit.store(audit.map(Arc::new));
+        self.audit
+            .store(audit.as_ref().map(|a| Arc::new(a.downgrade())));
     }
 
     /// Writes a security event to the audit log, if there is one (control path).
     pub fn audit(&self, event: &'static str, fields: serde_json::Value) {
-        if let Some(a) = &*self.audit.load() {
+        if let Some(a) = self.audit.load().as_ref().and_then(|a| a.upgrade()) {
             a.do_send(Record { event, fields });
         }
     }
