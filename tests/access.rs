@@ -9,8 +9,9 @@
 
 mod common;
 
+use common::openssl_ok as openssl;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::netns::{Lab, Netns};
@@ -29,20 +30,6 @@ const SERVER_INNER: &str = "10.77.0.1";
 const DENIED_INNER: &str = "10.77.0.50";
 /// Where `c1` offers the service `web`, in its namespace.
 const WEB: &str = "127.0.0.1:7001";
-
-/// Runs `openssl` with `args` in `dir`; panics with its stderr unless it succeeds.
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("openssl runs");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// An `openssl ca` set up over the CA `cert init` made in `dir`.
 struct Ca {

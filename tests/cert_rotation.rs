@@ -12,6 +12,8 @@
 
 mod common;
 
+use common::openssl_ok as openssl;
+
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -33,20 +35,6 @@ const PORT: u16 = 8443;
 const CHECK: &str = "200ms";
 /// Where snmptrapd listens in the server's namespace.
 const TRAP_PORT: u16 = 16299;
-
-/// Runs `openssl` in `dir` and panics unless it succeeds.
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("openssl runs");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// A new CA `name` (`name.crt`, `name.key`) in `dir`.
 fn new_ca(dir: &Path, name: &str) {

@@ -368,3 +368,17 @@ pub fn promtool_check(scrape: &str) {
         "promtool check metrics: {said}\n{scrape}"
     );
 }
+
+/// Runs `openssl` with `args` in `dir`; panics with its stderr unless it succeeds.
+pub fn openssl_ok(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("openssl runs: apt-get install -y openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
