@@ -1,0 +1,248 @@
+//! The daemons a run measures: watching their CPU and memory in /proc, and for
+//! `--local` starting a server and a client (this very binary) with an echo backend
+//! behind them.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::json;
+use sssonector_actors::{Error, ErrorCode};
+
+use super::report::DaemonUse;
+
+/// Clock ticks per second in /proc/<pid>/stat: USER_HZ, 100 on every Linux ABI.
+const TICKS: f64 = 100.0;
+
+/// CPU ticks (user + system) of `pid`, from /proc/<pid>/stat.
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command name in parentheses: state is field 3; utime 14, stime 15.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// Resident set of `pid`, bytes, from /proc/<pid>/status.
+fn rss(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}
+
+/// A daemon watched over the measured window.
+#[derive(Debug)]
+pub struct Watch {
+    pid: u32,
+    start: Option<u64>,
+    rss_max: u64,
+}
+
+impl Watch {
+    /// Starts watching `pid` now.
+    pub fn new(pid: u32) -> Self {
+        Self {
+            pid,
+            start: cpu_ticks(pid),
+            rss_max: rss(pid).unwrap_or(0),
+        }
+    }
+
+    /// Notes the current resident set; called while the load runs.
+    pub fn sample(&mut self) {
+        self.rss_max = self.rss_max.max(rss(self.pid).unwrap_or(0));
+    }
+
+    /// What it used since [`new`](Self::new).
+    pub fn finish(mut self) -> DaemonUse {
+        self.sample();
+        let spent = match (self.start, cpu_ticks(self.pid)) {
+            (Some(a), Some(b)) => b.saturating_sub(a) as f64 / TICKS,
+            _ => 0.0,
+        };
+        DaemonUse {
+            pid: self.pid,
+            cpu_seconds: spent,
+            rss_max: self.rss_max,
+        }
+    }
+}
+
+/// The pid a daemon reports on its control socket.
+///
+/// # Errors
+/// `E_UNREACHABLE` or `E_IO` when the socket does not answer.
+pub fn pid_of(socket: &Path) -> Result<u32, Error> {
+    let request = json!({ "id": 1, "command": "status" });
+    let line = crate::ctl::exchange(socket, &request, Duration::from_secs(5))?;
+    let reply: serde_json::Value = serde_json::from_str(&line)
+        .map_err(|e| Error::Internal(format!("status reply is not JSON: {e}")))?;
+    reply["data"]["pid"]
+        .as_u64()
+        .and_then(|p| u32::try_from(p).ok())
+        .ok_or_else(|| Error::Internal(format!("no pid in the status reply: {line}")))
+}
+
+/// A free TCP port on 127.0.0.1 (bound and let go: another process could take it
+/// between, which on a test host it does not).
+fn free_port() -> Result<u16, Error> {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| Error::io("a free port", e))
+}
+
+/// A server and a client daemon on this host, with the service `bench` from the
+/// client's `service` address to `backend`; stopped (SIGTERM, then SIGKILL) on drop.
+pub struct LocalPair {
+    /// Where the load goes: the client's service listener.
+    pub service: SocketAddr,
+    /// The daemons' pids: server, client.
+    pub pids: Vec<u32>,
+    children: Vec<Child>,
+    /// Holds the certificates, configurations, sockets and logs.
+    pub dir: tempfile::TempDir,
+}
+
+impl LocalPair {
+    /// Starts both, waits until the client has its tunnel; `extra` is YAML appended
+    /// to both configurations.
+    ///
+    /// # Errors
+    /// `E_IO` when a file or process cannot be made, `E_NOT_AVAILABLE` when the
+    /// tunnel does not come up within 15 s (the logs are in the folder named).
+    pub fn start(backend: SocketAddr, extra: &str) -> Result<Self, Error> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io("temp dir", e))?;
+        let d = dir.path();
+        crate::cert::generate(d, "sssonector-bench", &["bench-client".into()], 2, true)?;
+        let (port, service_port) = (free_port()?, free_port()?);
+        let tag = std::process::id() % 100_000;
+        let server = format!(
+            "mode: server\n\
+             network: {{ interface: sssb{tag}s, address: 10.253.0.1/24 }}\n\
+             tunnel: {{ listen_address: 127.0.0.1, listen_port: {port}, cert_file: server.crt, \
+             key_file: server.key, ca_file: ca.crt }}\n\
+             security: {{ allowed_clients: [bench-client] }}\n\
+             services: [ {{ name: bench, endpoints: [ {{ address: \"{backend}\" }} ] }} ]\n\
+             connection: {{ drain_timeout: 2s }}\n\
+             control: {{ socket: server.sock }}\n\
+             logging: {{ level: warn, format: json, file: server.log }}\n{extra}\n"
+        );
+        let client = format!(
+            "mode: client\n\
+             network: {{ interface: sssb{tag}c, address: 10.253.0.2/24 }}\n\
+             tunnel: {{ servers: [ {{ address: \"127.0.0.1:{port}\" }} ], server_name: sssonector-bench, \
+             cert_file: bench-client.crt, key_file: bench-client.key, ca_file: ca.crt }}\n\
+             services: [ {{ name: bench, listen: \"127.0.0.1:{service_port}\" }} ]\n\
+             connection: {{ drain_timeout: 2s }}\n\
+             control: {{ socket: client.sock }}\n\
+             logging: {{ level: warn, format: json, file: client.log }}\n{extra}\n"
+        );
+        let mut pair = Self {
+            service: SocketAddr::from(([127, 0, 0, 1], service_port)),
+            pids: Vec::new(),
+            children: Vec::new(),
+            dir,
+        };
+        for (name, text) in [("server", server), ("client", client)] {
+            let config = pair.dir.path().join(format!("{name}.yaml"));
+            std::fs::write(&config, text).map_err(|e| Error::io(&config, e))?;
+            let exe = std::env::current_exe().map_err(|e| Error::io("this program", e))?;
+            let child = Command::new(exe)
+                .args(["run", "--config"])
+                .arg(&config)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .map_err(|e| Error::io("sssonector run", e))?;
+            pair.pids.push(child.id());
+            pair.children.push(child);
+        }
+        pair.wait_tunnel(Duration::from_secs(15))?;
+        Ok(pair)
+    }
+
+    fn wait_tunnel(&mut self, limit: Duration) -> Result<(), Error> {
+        let socket = self.dir.path().join("client.sock");
+        let deadline = Instant::now() + limit;
+        let request = json!({ "id": 1, "command": "status" });
+        while Instant::now() < deadline {
+            for c in &mut self.children {
+                if let Ok(Some(status)) = c.try_wait() {
+                    return Err(self.failed(&format!("a daemon exited ({status})")));
+                }
+            }
+            if let Ok(line) = crate::ctl::exchange(&socket, &request, Duration::from_secs(1)) {
+                let up = serde_json::from_str::<serde_json::Value>(&line)
+                    .map(|r| r["data"]["tunnel"]["sessions"]["current"] == 1)
+                    .unwrap_or(false);
+                if up {
+                    return Ok(());
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Err(self.failed("no tunnel within 15 s"))
+    }
+
+    fn failed(&self, what: &str) -> Error {
+        let logs: PathBuf = self.dir.path().to_path_buf();
+        Error::Session {
+            code: ErrorCode::NotAvailable,
+            message: format!(
+                "local pair: {what}; it needs root (TUN devices); logs: {}",
+                logs.display()
+            ),
+        }
+    }
+}
+
+impl Drop for LocalPair {
+    fn drop(&mut self) {
+        for c in &self.children {
+            if let Ok(pid) = i32::try_from(c.id()) {
+                let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for c in &mut self.children {
+            while matches!(c.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_reads_its_own_cpu_and_memory() {
+        let me = std::process::id();
+        let w = Watch::new(me);
+        let mut x = 0u64;
+        let spin = Instant::now();
+        while spin.elapsed() < Duration::from_millis(120) {
+            x = x.wrapping_mul(31).wrapping_add(1);
+        }
+        assert_ne!(x, 1);
+        let used = w.finish();
+        assert!(used.cpu_seconds > 0.05, "{used:?}");
+        assert!(used.rss_max > 1 << 20, "{used:?}");
+    }
+}
