@@ -135,18 +135,19 @@ pub enum BenchMode {
 pub struct BenchArgs {
     /// A client-side service address of a running SSSonector whose server forwards to
     /// an echo backend (see `--echo-backend`).
-    #[arg(long, value_name = "HOST:PORT", required_unless_present_any = ["local", "echo_backend"], conflicts_with = "local")]
+    #[arg(long, value_name = "HOST:PORT", required_unless_present_any = ["local", "config", "echo_backend"], conflicts_with_all = ["local", "config"])]
     pub target: Option<std::net::SocketAddr>,
     /// Start a server and a client daemon and an echo backend on this host (root:
     /// each daemon makes a TUN device), measure through them, stop them.
     #[arg(long)]
     pub local: bool,
-    /// Configuration merged into both daemons of `--local` (YAML, e.g. a `throttle`
-    /// or `tunnel` section).
-    #[arg(long, value_name = "FILE", requires = "local")]
+    /// Like `--local`, with this file (YAML, JSON or TOML) laid over both daemons'
+    /// configurations: its sections merge key by key (e.g. `throttle`, or `tunnel`
+    /// with `compression`), its other values and lists replace.
+    #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Serve as the echo backend on this address until stopped, instead of measuring.
-    #[arg(long, value_name = "HOST:PORT", conflicts_with_all = ["target", "local"])]
+    #[arg(long, value_name = "HOST:PORT", conflicts_with_all = ["target", "local", "config"])]
     pub echo_backend: Option<std::net::SocketAddr>,
     /// What to measure.
     #[arg(long, value_enum, default_value = "echo")]

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use serde_json::json;
+use serde_json::{json, Value};
 use sssonector_actors::{Error, ErrorCode};
 
 use super::report::DaemonUse;
@@ -103,6 +103,80 @@ fn free_port() -> Result<u16, Error> {
         .map_err(|e| Error::io("a free port", e))
 }
 
+/// Reads `path` (YAML, JSON or TOML by its extension) as a tree to lay over both
+/// daemons' configurations of a local pair.
+///
+/// # Errors
+/// `E_CONFIG_INVALID` when the file cannot be read or parsed.
+pub fn overlay(path: &Path) -> Result<Value, Error> {
+    config::Config::builder()
+        .add_source(config::File::from(path))
+        .build()
+        .and_then(config::Config::try_deserialize::<Value>)
+        .map_err(|e| {
+            Error::Config(sssonector_config::LoadError::Syntax(format!(
+                "{}: {e}",
+                path.display()
+            )))
+        })
+}
+
+/// Lays `over` onto `base`: objects merge key by key, anything else replaces.
+fn merge(base: &mut Value, over: &Value) {
+    match (base, over) {
+        (Value::Object(b), Value::Object(o)) => {
+            for (k, v) in o {
+                merge(b.entry(k.clone()).or_insert(Value::Null), v);
+            }
+        }
+        (_, Value::Null) => {}
+        (b, o) => *b = o.clone(),
+    }
+}
+
+/// The two configurations of a local pair, before the overlay: the server listens
+/// on `port` and forwards the service `bench` to `backend`; the client offers it on
+/// `service_port`. `tag` keeps TUN names and inner addresses apart from another
+/// pair's on the same host.
+fn pair_configs(
+    tag: u32,
+    port: u16,
+    service_port: u16,
+    backend: SocketAddr,
+) -> [(&'static str, Value); 2] {
+    let inner = tag % 250;
+    let common = |name: &str| {
+        json!({
+            "connection": { "drain_timeout": "2s" },
+            "control": { "socket": format!("{name}.sock") },
+            "logging": { "level": "warn", "format": "json", "file": format!("{name}.log") },
+        })
+    };
+    let mut server = json!({
+        "mode": "server",
+        "network": { "interface": format!("sssb{tag}s"), "address": format!("10.253.{inner}.1/24") },
+        "tunnel": {
+            "listen_address": "127.0.0.1", "listen_port": port,
+            "cert_file": "server.crt", "key_file": "server.key", "ca_file": "ca.crt",
+        },
+        "security": { "allowed_clients": ["bench-client"] },
+        "services": [ { "name": "bench", "endpoints": [ { "address": backend.to_string() } ] } ],
+    });
+    let mut client = json!({
+        "mode": "client",
+        "network": { "interface": format!("sssb{tag}c"), "address": format!("10.253.{inner}.2/24") },
+        "tunnel": {
+            "servers": [ { "address": format!("127.0.0.1:{port}") } ],
+            "server_name": "sssonector-bench",
+            "cert_file": "bench-client.crt", "key_file": "bench-client.key", "ca_file": "ca.crt",
+        },
+        "services": [ { "name": "bench", "listen": format!("127.0.0.1:{service_port}") } ],
+    });
+    merge(&mut server, &common("server"));
+    merge(&mut client, &common("client"));
+    [("server", server), ("client", client)]
+}
+
 /// A server and a client daemon on this host, with the service `bench` from the
 /// client's `service` address to `backend`; stopped (SIGTERM, then SIGKILL) on drop.
 pub struct LocalPair {
@@ -111,60 +185,50 @@ pub struct LocalPair {
     /// The daemons' pids: server, client.
     pub pids: Vec<u32>,
     children: Vec<Child>,
-    /// Holds the certificates, configurations, sockets and logs.
-    pub dir: tempfile::TempDir,
+    /// Holds the certificates, configurations, sockets and logs; kept (not
+    /// removed) when the pair failed, so its logs can be read.
+    dir: Option<tempfile::TempDir>,
 }
 
 impl LocalPair {
-    /// Starts both, waits until the client has its tunnel; `extra` is YAML appended
-    /// to both configurations.
+    /// Starts both, waits until the client has its tunnel; `overlay` is laid over
+    /// both configurations (see [`overlay`]).
     ///
     /// # Errors
     /// `E_IO` when a file or process cannot be made, `E_NOT_AVAILABLE` when the
     /// tunnel does not come up within 15 s (the logs are in the folder named).
-    pub fn start(backend: SocketAddr, extra: &str) -> Result<Self, Error> {
+    pub fn start(backend: SocketAddr, overlay: &Value) -> Result<Self, Error> {
         let dir = tempfile::tempdir().map_err(|e| Error::io("temp dir", e))?;
-        let d = dir.path();
-        crate::cert::generate(d, "sssonector-bench", &["bench-client".into()], 2, true)?;
+        crate::cert::generate(
+            dir.path(),
+            "sssonector-bench",
+            &["bench-client".into()],
+            2,
+            true,
+        )?;
         let (port, service_port) = (free_port()?, free_port()?);
-        let tag = std::process::id() % 100_000;
-        let server = format!(
-            "mode: server\n\
-             network: {{ interface: sssb{tag}s, address: 10.253.0.1/24 }}\n\
-             tunnel: {{ listen_address: 127.0.0.1, listen_port: {port}, cert_file: server.crt, \
-             key_file: server.key, ca_file: ca.crt }}\n\
-             security: {{ allowed_clients: [bench-client] }}\n\
-             services: [ {{ name: bench, endpoints: [ {{ address: \"{backend}\" }} ] }} ]\n\
-             connection: {{ drain_timeout: 2s }}\n\
-             control: {{ socket: server.sock }}\n\
-             logging: {{ level: warn, format: json, file: server.log }}\n{extra}\n"
-        );
-        let client = format!(
-            "mode: client\n\
-             network: {{ interface: sssb{tag}c, address: 10.253.0.2/24 }}\n\
-             tunnel: {{ servers: [ {{ address: \"127.0.0.1:{port}\" }} ], server_name: sssonector-bench, \
-             cert_file: bench-client.crt, key_file: bench-client.key, ca_file: ca.crt }}\n\
-             services: [ {{ name: bench, listen: \"127.0.0.1:{service_port}\" }} ]\n\
-             connection: {{ drain_timeout: 2s }}\n\
-             control: {{ socket: client.sock }}\n\
-             logging: {{ level: warn, format: json, file: client.log }}\n{extra}\n"
-        );
+        let configs = pair_configs(std::process::id() % 100_000, port, service_port, backend);
         let mut pair = Self {
             service: SocketAddr::from(([127, 0, 0, 1], service_port)),
             pids: Vec::new(),
             children: Vec::new(),
-            dir,
+            dir: Some(dir),
         };
-        for (name, text) in [("server", server), ("client", client)] {
-            let config = pair.dir.path().join(format!("{name}.yaml"));
-            std::fs::write(&config, text).map_err(|e| Error::io(&config, e))?;
-            let exe = std::env::current_exe().map_err(|e| Error::io("this program", e))?;
-            let child = Command::new(exe)
+        let exe = std::env::current_exe().map_err(|e| Error::io("this program", e))?;
+        for (name, mut config) in configs {
+            merge(&mut config, overlay);
+            let d = pair.dir();
+            let path = d.join(format!("{name}.json"));
+            std::fs::write(&path, format!("{config:#}\n")).map_err(|e| Error::io(&path, e))?;
+            let err_path = d.join(format!("{name}.stderr"));
+            let stderr = std::fs::File::create(&err_path).map_err(|e| Error::io(&err_path, e))?;
+            let child = Command::new(&exe)
                 .args(["run", "--config"])
-                .arg(&config)
+                .arg(&path)
+                .current_dir(d)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
-                .stderr(Stdio::null())
+                .stderr(stderr)
                 .spawn()
                 .map_err(|e| Error::io("sssonector run", e))?;
             pair.pids.push(child.id());
@@ -174,8 +238,15 @@ impl LocalPair {
         Ok(pair)
     }
 
+    fn dir(&self) -> PathBuf {
+        self.dir
+            .as_ref()
+            .map(|d| d.path().to_path_buf())
+            .expect("the folder is kept only on failure, which ends the pair")
+    }
+
     fn wait_tunnel(&mut self, limit: Duration) -> Result<(), Error> {
-        let socket = self.dir.path().join("client.sock");
+        let socket = self.dir().join("client.sock");
         let deadline = Instant::now() + limit;
         let request = json!({ "id": 1, "command": "status" });
         while Instant::now() < deadline {
@@ -185,7 +256,7 @@ impl LocalPair {
                 }
             }
             if let Ok(line) = crate::ctl::exchange(&socket, &request, Duration::from_secs(1)) {
-                let up = serde_json::from_str::<serde_json::Value>(&line)
+                let up = serde_json::from_str::<Value>(&line)
                     .map(|r| r["data"]["tunnel"]["sessions"]["current"] == 1)
                     .unwrap_or(false);
                 if up {
@@ -197,13 +268,14 @@ impl LocalPair {
         Err(self.failed("no tunnel within 15 s"))
     }
 
-    fn failed(&self, what: &str) -> Error {
-        let logs: PathBuf = self.dir.path().to_path_buf();
+    /// The error for a pair that did not come up; keeps its folder for the logs.
+    fn failed(&mut self, what: &str) -> Error {
+        let kept = self.dir.take().map(tempfile::TempDir::keep);
         Error::Session {
             code: ErrorCode::NotAvailable,
             message: format!(
-                "local pair: {what}; it needs root (TUN devices); logs: {}",
-                logs.display()
+                "local pair: {what} (it needs root for its TUN devices); configurations and logs kept in {}",
+                kept.as_deref().unwrap_or(Path::new("?")).display()
             ),
         }
     }
@@ -230,6 +302,25 @@ impl Drop for LocalPair {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_overlay_merges_sections_and_replaces_values_and_lists() {
+        let [(_, mut server), (_, client)] =
+            pair_configs(7, 1000, 1001, "127.0.0.1:9".parse().expect("addr"));
+        merge(
+            &mut server,
+            &json!({ "throttle": { "rate": "1GB" }, "tunnel": { "listen_port": 2000 },
+                     "services": [ { "name": "other" } ], "mode": null }),
+        );
+        assert_eq!(server["throttle"]["rate"], "1GB");
+        assert_eq!(server["tunnel"]["listen_port"], 2000);
+        assert_eq!(server["tunnel"]["cert_file"], "server.crt");
+        assert_eq!(server["services"], json!([{ "name": "other" }]));
+        assert_eq!(server["mode"], "server", "null leaves a value alone");
+        assert_eq!(server["control"]["socket"], "server.sock");
+        assert_eq!(client["tunnel"]["servers"][0]["address"], "127.0.0.1:1000");
+        assert_eq!(client["network"]["interface"], "sssb7c");
+    }
 
     #[test]
     fn this_process_reads_its_own_cpu_and_memory() {

@@ -77,7 +77,12 @@ pub async fn connection(conn: u32, plan: Plan, window: Window, progress: Arc<Pro
     while Instant::now() < window.until {
         let before = tally.error_count();
         match plan.mode {
-            BenchMode::Echo => echo(conn, &plan, &window, &mut tally, &progress, &mut pacer, &mut seq).await,
+            BenchMode::Echo => {
+                echo(
+                    conn, &plan, &window, &mut tally, &progress, &mut pacer, &mut seq,
+                )
+                .await
+            }
             BenchMode::Bulk => bulk(conn, &plan, &window, &mut tally, &progress).await,
             BenchMode::Connect => {
                 if let Some(p) = pacer.as_mut() {
@@ -222,7 +227,8 @@ async fn bulk(conn: u32, plan: &Plan, window: &Window, tally: &mut Tally, progre
     let writer = {
         let (sent, writing, plan, window) = (sent.clone(), writing.clone(), *plan, *window);
         tokio::spawn(async move {
-            let mut pacer = (!plan.interval.is_zero()).then(|| tokio::time::interval(plan.interval));
+            let mut pacer =
+                (!plan.interval.is_zero()).then(|| tokio::time::interval(plan.interval));
             let mut out = vec![0u8; plan.payload];
             let mut seq = 0u64;
             let mut failure = None;
