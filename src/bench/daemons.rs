@@ -14,10 +14,10 @@ use sssonector_actors::{Error, ErrorCode};
 
 use super::report::DaemonUse;
 
-/// Clock ticks per second in /proc/<pid>/stat: USER_HZ, 100 on every Linux ABI.
+/// Clock ticks per second in `/proc/PID/stat`: USER_HZ, 100 on every Linux ABI.
 const TICKS: f64 = 100.0;
 
-/// CPU ticks (user + system) of `pid`, from /proc/<pid>/stat.
+/// CPU ticks (user + system) of `pid`, from `/proc/PID/stat`.
 fn cpu_ticks(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // After the command name in parentheses: state is field 3; utime 14, stime 15.
@@ -28,7 +28,7 @@ fn cpu_ticks(pid: u32) -> Option<u64> {
     Some(utime + stime)
 }
 
-/// Resident set of `pid`, bytes, from /proc/<pid>/status.
+/// Resident set of `pid`, bytes, from `/proc/PID/stat`us.
 fn rss(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let kib: u64 = status

@@ -1,5 +1,5 @@
 //! The load: one task per connection on a tokio runtime, each verifying every echo
-//! it gets (sequence and checksum, see [`message`](super::message)) and counting
+//! it gets (sequence and checksum, see [`super::message`]) and counting
 //! only what completed inside the measured window.
 
 use std::net::SocketAddr;
