@@ -36,8 +36,9 @@ pub enum Command {
     Demo(DemoArgs),
     /// Send a command to a running daemon's control socket (`ctl help` lists them).
     Ctl(CtlArgs),
-    /// Measure a tunnel under load.
-    Bench(PassThrough),
+    /// Drive load through a service of a running SSSonector (or a local pair it starts)
+    /// and report throughput, latency and the daemons' CPU and memory.
+    Bench(BenchArgs),
     /// Print a shell completion script.
     Completions {
         /// The shell.
@@ -118,13 +119,66 @@ pub struct CtlArgs {
     pub args: Vec<String>,
 }
 
-/// Arguments of a subcommand that is not built yet, accepted so that scripts get its
-/// error code rather than a usage error.
+/// What `bench` measures.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BenchMode {
+    /// Request and response: each connection sends a message and waits for its echo.
+    Echo,
+    /// One-way throughput: each connection streams messages; the echo is verified.
+    Bulk,
+    /// New connections per second: connect, one message and its echo, close.
+    Connect,
+}
+
+/// `bench` arguments.
 #[derive(Args, Debug)]
-pub struct PassThrough {
-    /// Arguments.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    pub args: Vec<String>,
+pub struct BenchArgs {
+    /// A client-side service address of a running SSSonector whose server forwards to
+    /// an echo backend (see `--echo-backend`).
+    #[arg(long, value_name = "HOST:PORT", required_unless_present_any = ["local", "config", "echo_backend"], conflicts_with_all = ["local", "config"])]
+    pub target: Option<std::net::SocketAddr>,
+    /// Start a server and a client daemon and an echo backend on this host (root:
+    /// each daemon makes a TUN device), measure through them, stop them.
+    #[arg(long)]
+    pub local: bool,
+    /// Like `--local`, with this file (YAML, JSON or TOML) laid over both daemons'
+    /// configurations: its sections merge key by key (e.g. `throttle`, or `tunnel`
+    /// with `compression`), its other values and lists replace.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Serve as the echo backend on this address until stopped, instead of measuring.
+    #[arg(long, value_name = "HOST:PORT", conflicts_with_all = ["target", "local", "config"])]
+    pub echo_backend: Option<std::net::SocketAddr>,
+    /// What to measure.
+    #[arg(long, value_enum, default_value = "echo")]
+    pub mode: BenchMode,
+    /// Concurrent connections.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub connections: u32,
+    /// How long to measure, after the warm-up.
+    #[arg(long, value_name = "DURATION", default_value = "1m", value_parser = humantime_duration)]
+    pub duration: std::time::Duration,
+    /// Bytes per message, its 32-byte header included.
+    #[arg(long, value_name = "BYTES", default_value_t = 2048, value_parser = clap::value_parser!(u32).range(32..=16_777_216))]
+    pub payload: u32,
+    /// Pause between messages on one connection; 0 = as fast as possible.
+    #[arg(long, value_name = "DURATION", default_value = "50ms", value_parser = humantime_duration)]
+    pub interval: std::time::Duration,
+    /// Load before measuring, not counted.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime_duration)]
+    pub warmup: std::time::Duration,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Draw the latency distribution to this SVG file.
+    #[arg(long, value_name = "FILE.svg")]
+    pub output: Option<PathBuf>,
+    /// A daemon to watch (CPU, RSS); repeat for more. `--local` watches its own.
+    #[arg(long, value_name = "PID")]
+    pub pid: Vec<u32>,
+    /// A daemon's control socket, to find its pid to watch; repeat for more.
+    #[arg(long, value_name = "PATH")]
+    pub control: Vec<PathBuf>,
 }
 
 fn humantime_duration(s: &str) -> Result<std::time::Duration, String> {

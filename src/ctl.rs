@@ -73,7 +73,7 @@ fn request(command: &str, words: &[String]) -> Result<Value, Error> {
 }
 
 /// Sends one request line and returns the reply line.
-fn exchange(socket: &Path, request: &Value, timeout: Duration) -> Result<String, Error> {
+pub(crate) fn exchange(socket: &Path, request: &Value, timeout: Duration) -> Result<String, Error> {
     let mut stream = UnixStream::connect(socket).map_err(|source| Error::Unreachable {
         path: socket.to_path_buf(),
         source,

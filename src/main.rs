@@ -4,6 +4,7 @@
 
 #![forbid(unsafe_code)]
 
+mod bench;
 mod cert;
 mod cli;
 mod config_check;
@@ -31,7 +32,7 @@ fn main() -> ExitCode {
         } => report(cert::init(&args)),
         Command::Demo(args) => report(demo::demo(&args)),
         Command::Ctl(args) => ctl::ctl(&args),
-        Command::Bench(_) => report(Err(Error::NotAvailable("sssonector bench"))),
+        Command::Bench(args) => report(bench::bench(&args)),
         Command::Completions { shell } => {
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "sssonector", &mut script);

@@ -242,9 +242,13 @@ fn a_stalled_stream_holds_one_window_and_the_others_go_on() {
     let rss_stalled = rss_kib(l4.server.pid()) + rss_kib(l4.client.pid());
     eprintln!("stalled after {sent} bytes; B took {took:?}; RSS {rss_before} -> {rss_stalled} KiB");
     assert!(took < Duration::from_secs(5), "stream B took {took:?}");
-    // Each daemon pends at most a window (512 KiB) for A, plus buffers in flight.
+    // Each daemon pends at most a window (2 MiB) for A, plus buffers in flight: +7
+    // to 8 MB for both when this test runs alone. Beside other tests, glibc spreads
+    // the same chunks over more arenas (threads contending for one get another) and
+    // keeps what they freed: +19 MB was seen. A daemon buffering A without bound
+    // would grow by tens of MB each, as A has 64 MiB to send.
     assert!(
-        rss_stalled < rss_before + 16 * 1024,
+        rss_stalled < rss_before + 32 * 1024,
         "RSS grew from {rss_before} to {rss_stalled} KiB"
     );
     go_tx.send(()).expect("go");

@@ -119,6 +119,9 @@ error_codes! {
     /// A long-lived actor panicked: it was restarted with its kept state, or left
     /// stopped after too many panics in a row (its component then shows `failed`).
     ActorPanic => "E_ACTOR_PANIC",
+    /// `sssonector bench` saw data lost or corrupted, or a connection fail: the
+    /// report's `errors` says which kinds and how many.
+    BenchFailed => "E_BENCH_FAILED",
     /// A bug: an invariant did not hold.
     Internal => "E_INTERNAL",
 }
@@ -231,6 +234,9 @@ pub enum Error {
     /// Dropping privileges failed; the message says which step.
     #[error("dropping privileges: {0}")]
     Privileges(String),
+    /// A bench run whose data or connections failed; the message sums it up.
+    #[error("bench failed: {0}")]
+    Bench(String),
     /// An invariant did not hold.
     #[error("internal error: {0}")]
     Internal(String),
@@ -253,6 +259,7 @@ impl Error {
             Error::Unreachable { .. } => ErrorCode::Unreachable,
             Error::BadArgs(_) => ErrorCode::BadArgs,
             Error::Privileges(_) => ErrorCode::Privileges,
+            Error::Bench(_) => ErrorCode::BenchFailed,
             Error::Internal(_) => ErrorCode::Internal,
         }
     }

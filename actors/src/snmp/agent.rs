@@ -100,6 +100,61 @@ impl Agent {
         &self.usm
     }
 
+    /// An agent whose `sssPeerTable` has `rows` made-up sessions, for the benchmarks
+    /// (`examples/snmp_table.rs` behind `.ci/bench-snmp.sh`, and `benches/snmp.rs`):
+    /// v2c community `public`, SNMPv3 user `bench` (SHA-256 `bench-auth-pw`, AES
+    /// `bench-priv-pw`). The agent, its view and BER are the daemon's own; only the
+    /// sessions are synthetic, since a thousand real tunnels would need a thousand
+    /// TUN-owning peers. Not part of the API.
+    #[doc(hidden)]
+    pub fn synthetic(rows: u32) -> Self {
+        use std::net::IpAddr;
+
+        use sssonector_config::{AuthProtocol, Mode, PrivProtocol, Secret, SnmpUser};
+
+        use crate::snmp::usm::Engine;
+        use crate::tunnel::stats::{Counters, Session};
+
+        let stats = Arc::new(Stats::default());
+        for i in 0..rows {
+            let counters = Arc::new(Counters::default());
+            counters.bytes_in.store(u64::from(i) * 1_000_003, Relaxed);
+            counters.packets_in.store(u64::from(i) * 977, Relaxed);
+            let [_, _, hi, lo] = i.to_be_bytes();
+            stats.opened(Session::starting(
+                format!("client-{i:04}"),
+                format!("192.0.2.{}:{}", i % 250 + 1, 40_000 + i % 20_000),
+                IpAddr::from([10, 8, hi, lo]),
+                None,
+                counters,
+            ));
+        }
+        let metrics = Arc::new(Metrics::new(stats.clone(), Mode::Server));
+        let users = [SnmpUser {
+            name: "bench".into(),
+            auth_protocol: AuthProtocol::Sha256,
+            auth_password: Secret::new("bench-auth-pw"),
+            priv_protocol: PrivProtocol::Aes,
+            priv_password: Secret::new("bench-priv-pw"),
+        }];
+        let system = System {
+            descr: "SSSonector SNMP table benchmark".into(),
+            name: "bench".into(),
+            contact: String::new(),
+            location: String::new(),
+            uptime_ticks: 0,
+            mode: 1,
+        };
+        Self::new(
+            Some(b"public".to_vec()),
+            Usm::new(Engine::ephemeral(), &users),
+            system,
+            Instant::now(),
+            stats,
+            metrics,
+        )
+    }
+
     fn count(&self, version: &str, pdu: &str, result: &str) {
         self.metrics
             .snmp
