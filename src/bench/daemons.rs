@@ -28,7 +28,7 @@ fn cpu_ticks(pid: u32) -> Option<u64> {
     Some(utime + stime)
 }
 
-/// Resident set of `pid`, bytes, from `/proc/PID/stat`us.
+/// Resident set of `pid`, bytes, from `/proc/PID/status`.
 fn rss(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let kib: u64 = status
