@@ -13,13 +13,13 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::echo::Backend;
-use common::netns::{output_within, Lab, Netns};
+use common::netns::{output_within, Lab};
 use common::pair::{Pair, SERVER_INNER, SERVICE, WAIT};
 use common::snmp::net_snmp;
 use common::{Control, Daemon};
@@ -30,16 +30,20 @@ const BACKEND: u16 = 9101;
 /// How soon a restarted actor must be serving again (the acceptance figure).
 const SERVING: Duration = Duration::from_secs(1);
 
-/// A free TCP and a free UDP port in `ns`.
-fn free_ports(ns: &Netns) -> (u16, u16) {
-    ns.thread(|| {
-        let tcp = TcpListener::bind("127.0.0.1:0").expect("a free TCP port");
-        let udp = UdpSocket::bind("127.0.0.1:0").expect("a free UDP port");
-        let port = |a: std::io::Result<std::net::SocketAddr>| a.expect("bound").port();
-        (port(tcp.local_addr()), port(udp.local_addr()))
-    })
-    .join()
-    .expect("the port thread ends")
+/// Waits for the server to exit with 0 after a stop, and returns its log line
+/// `msg` (the drain's summary).
+fn exit_and_line(pair: &mut Pair, msg: &str) -> Value {
+    assert_eq!(
+        pair.server.wait_exit(WAIT),
+        Some(0),
+        "{}",
+        pair.server.log()
+    );
+    pair.server
+        .seen_json()
+        .into_iter()
+        .find(|j| j["msg"] == msg)
+        .unwrap_or_else(|| panic!("no {msg:?} line:\n{}", pair.server.log()))
 }
 
 /// Waits up to `limit` for a JSON log line of `daemon` with `msg` whose fields
@@ -125,7 +129,7 @@ fn balancer_snmp_rate_limiter_and_control_restart_after_a_panic_while_the_tunnel
     let lab = Lab::new();
     let srv = lab.netns("srv");
     let backend = Backend::start(&srv, "b1", BACKEND);
-    let (prometheus, snmp) = free_ports(&srv);
+    let (prometheus, snmp) = srv.free_ports();
     let monitor = format!(
         "monitor: {{ prometheus: {{ enabled: true, listen: \"127.0.0.1:{prometheus}\" }}, \
          snmp: {{ enabled: true, listen: \"127.0.0.1:{snmp}\", community: public }} }}\n\
@@ -355,19 +359,8 @@ fn a_graceful_stop_lets_a_live_stream_finish_and_refuses_new_ones() {
         .read_to_end(&mut rest)
         .expect("the stream ends cleanly");
     assert!(rest.is_empty());
-    assert_eq!(
-        pair.server.wait_exit(WAIT),
-        Some(0),
-        "{}",
-        pair.server.log()
-    );
+    let drained = exit_and_line(&mut pair, "streams drained");
     let took = stopped.elapsed();
-    let drained = pair
-        .server
-        .seen_json()
-        .into_iter()
-        .find(|j| j["msg"] == "streams drained")
-        .unwrap_or_else(|| panic!("no drain line:\n{}", pair.server.log()));
     assert_eq!(
         (drained["drained"].as_u64(), drained["cut"].as_u64()),
         (Some(1), Some(0))
@@ -390,19 +383,8 @@ fn a_graceful_stop_cuts_a_stream_that_outlives_drain_timeout() {
     let mut rest = Vec::new();
     let cut = (&stream).read_to_end(&mut rest);
     let cut_after = stopped.elapsed();
-    assert_eq!(
-        pair.server.wait_exit(WAIT),
-        Some(0),
-        "{}",
-        pair.server.log()
-    );
+    let line = exit_and_line(&mut pair, "streams drained, the rest cut");
     let took = stopped.elapsed();
-    let line = pair
-        .server
-        .seen_json()
-        .into_iter()
-        .find(|j| j["msg"] == "streams drained, the rest cut")
-        .unwrap_or_else(|| panic!("no cut line:\n{}", pair.server.log()));
     assert_eq!(
         (line["drained"].as_u64(), line["cut"].as_u64()),
         (Some(0), Some(1))
@@ -421,7 +403,7 @@ fn an_actor_that_keeps_panicking_is_left_stopped_and_shown_failed() {
     let lab = Lab::new();
     let srv = lab.netns("srv");
     let backend = Backend::start(&srv, "b1", BACKEND);
-    let (_, snmp) = free_ports(&srv);
+    let (_, snmp) = srv.free_ports();
     let mut pair = Pair::start(
         &lab,
         srv,

@@ -8,7 +8,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::net::{TcpListener, TcpStream, UdpSocket};
+use std::net::TcpStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -52,18 +52,6 @@ fn require(tool: &str, package: &str) {
         found,
         "{tool} is missing: apt-get install -y --no-install-recommends {package}"
     );
-}
-
-/// A free TCP port and a free UDP port on 127.0.0.1 in `ns`.
-fn free_ports(ns: &Netns) -> (u16, u16) {
-    ns.thread(|| {
-        let tcp = TcpListener::bind("127.0.0.1:0").expect("a free TCP port");
-        let udp = UdpSocket::bind("127.0.0.1:0").expect("a free UDP port");
-        let port = |a: std::io::Result<std::net::SocketAddr>| a.expect("bound").port();
-        (port(tcp.local_addr()), port(udp.local_addr()))
-    })
-    .join()
-    .expect("the port thread ends")
 }
 
 /// Writes the server's configuration into `dir`: monitoring on `prometheus` (TCP)
@@ -230,7 +218,7 @@ fn snmp_prometheus_and_ctl_show_the_same_limiters_and_a_reload_drops_a_row_only(
     let ns = lab.netns("srv");
     let dir = tempfile::tempdir().expect("temp dir");
     cert_init(dir.path(), "s", &["client1"]);
-    let (prometheus, snmp) = free_ports(&ns);
+    let (prometheus, snmp) = ns.free_ports();
     write_config(dir.path(), (prometheus, snmp), true);
     let mut daemon = Daemon::start_in(ns.name(), &dir.path().join("server.yaml"));
     daemon.wait_for("daemon started", WAIT);

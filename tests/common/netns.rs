@@ -154,6 +154,19 @@ impl Netns {
             .expect("thread starts")
     }
 
+    /// A free TCP port and a free UDP port on 127.0.0.1 in this namespace (bound and
+    /// let go).
+    pub fn free_ports(&self) -> (u16, u16) {
+        self.thread(|| {
+            let tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("a free TCP port");
+            let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("a free UDP port");
+            let port = |a: std::io::Result<std::net::SocketAddr>| a.expect("bound").port();
+            (port(tcp.local_addr()), port(udp.local_addr()))
+        })
+        .join()
+        .expect("the port thread ends")
+    }
+
     /// The namespace's name, as `ip netns` knows it.
     pub fn name(&self) -> &str {
         &self.name
