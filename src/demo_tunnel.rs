@@ -18,8 +18,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::sched::{setns, CloneFlags};
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 use sssonector_actors::{Error, ErrorCode};
 
 use crate::cli::DemoArgs;
@@ -65,19 +63,7 @@ struct Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        for d in &mut self.daemons {
-            if let Ok(pid) = i32::try_from(d.id()) {
-                let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
-            }
-        }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        for d in &mut self.daemons {
-            while matches!(d.try_wait(), Ok(None)) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = d.kill();
-            let _ = d.wait();
-        }
+        crate::stop_children(&mut self.daemons);
         for ns in self.namespaces.iter().rev() {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }

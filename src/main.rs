@@ -62,3 +62,24 @@ pub(crate) fn report(result: Result<(), Error>) -> i32 {
         }
     }
 }
+
+/// Stops child daemons as an operator would: SIGTERM to all, up to 5 s for their
+/// graceful stop, then SIGKILL for any still running; each is reaped.
+pub(crate) fn stop_children(children: &mut [std::process::Child]) {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    use std::time::{Duration, Instant};
+    for c in children.iter() {
+        if let Ok(pid) = i32::try_from(c.id()) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for c in children.iter_mut() {
+        while matches!(c.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
