@@ -16,10 +16,8 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use slog::{info, warn, Logger};
-use tokio::net::TcpStream;
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
-use tokio_rustls::TlsStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::drain::DrainToken;
@@ -28,13 +26,14 @@ use crate::ratelimit::Throttle;
 use crate::service::mux::Mux;
 use crate::tunnel::hub::{Chunk, Hub, Inbound, PeerTx};
 use crate::tunnel::stats::Session;
+use crate::tunnel::tls::Tls;
 
 pub use pump::End;
 
 /// A session whose handshakes are done, ready to carry packets.
 pub struct Established {
     /// The TLS stream.
-    pub stream: TlsStream<TcpStream>,
+    pub stream: Tls,
     /// Bytes read past the session handshake (the first frames, if any).
     pub leftover: Vec<u8>,
     /// What the registry shows.

@@ -3,14 +3,13 @@
 //! in their own tasks, so the two directions use two cores; they share only atomics
 //! and a cancellation token.
 
+use std::io::{self, IoSlice};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-use tokio_rustls::TlsStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::ErrorCode;
@@ -20,6 +19,7 @@ use crate::tunnel::codec::{self, Frame, HEADER, MAX_PAYLOAD};
 use crate::tunnel::compress::{Algorithm, Compressor, Decompressor};
 use crate::tunnel::hub::{Chunk, Hub, Inbound, PeerTx};
 use crate::tunnel::stats::Counters;
+use crate::tunnel::tls::Tls;
 
 /// Keepalive intervals without a byte from the peer before it is declared dead.
 pub const DEAD_AFTER: u32 = 3;
@@ -61,7 +61,7 @@ impl End {
     }
 }
 
-type Stream = TlsStream<TcpStream>;
+type Stream = Tls;
 
 /// What a session's tasks own.
 pub struct Io {
@@ -98,7 +98,7 @@ pub async fn run(io: Io, hub: Arc<Hub>, keepalive: Duration, cancel: Cancellatio
             (Err(e), _) | (_, Err(e)) => return End::error(ErrorCode::Internal, e.to_string()),
         },
     };
-    hub.busy.watch(io.stream.get_ref().0);
+    hub.busy.watch(io.stream.get_ref().0.get_ref());
     let (r, w) = tokio::io::split(io.stream);
     let epoch = Instant::now();
     let last_rx = Arc::new(AtomicU64::new(0));
@@ -110,6 +110,8 @@ pub async fn run(io: Io, hub: Arc<Hub>, keepalive: Duration, cancel: Cancellatio
         peer: io.peer,
         throttle: io.throttle,
         held: None,
+        batch: Vec::with_capacity(BATCH),
+        batch_bytes: 0,
     };
     let mut writer = tokio::spawn(write_pump(
         out,
@@ -157,11 +159,25 @@ struct Out {
     throttle: Throttle,
     /// A packet chunk waiting for the bucket, and when it may go.
     held: Option<(Chunk, tokio::time::Instant)>,
+    /// Chunks gathered for one vectored write; at most [`BATCH`].
+    batch: Vec<Chunk>,
+    /// Their frames' bytes.
+    batch_bytes: usize,
 }
+
+/// Most chunks one vectored write carries.
+const BATCH: usize = 32;
+/// A batch this large goes out at once: a full stream chunk is not held back, so
+/// bulk transfers write as they read.
+const BATCH_BYTES: usize = 32 * 1024;
 
 impl Out {
     /// Writes `first` and whatever else is queued, then flushes once; stops early to
     /// hold a packet chunk the rate limit does not let go yet.
+    ///
+    /// Uncompressed chunks go out in batches of up to [`BATCH`] chunks or
+    /// [`BATCH_BYTES`]: one vectored write hands a batch to TLS, which packs it into
+    /// as few records as fit and sends them with one system call.
     async fn drain(&mut self, first: Chunk, rx: &mut mpsc::Receiver<Chunk>) -> Result<(), End> {
         let mut next = Some(first);
         while let Some(c) = next.take() {
@@ -174,21 +190,57 @@ impl Out {
                 }
                 self.throttle.charge(bytes);
             }
-            let frames = match &mut self.compress {
-                Some(z) => z.frames(c.frames()),
-                None => c.frames(),
-            };
-            self.counters
-                .wire_bytes_out
-                .fetch_add(frames.len() as u64, Relaxed);
-            let written = self.w.write_all(frames).await;
-            self.hub.pool.put(c);
-            if let Err(e) = written {
-                return Err(End::io(&e));
+            if let Some(z) = &mut self.compress {
+                let frames = z.frames(c.frames());
+                self.counters
+                    .wire_bytes_out
+                    .fetch_add(frames.len() as u64, Relaxed);
+                let written = self.w.write_all(frames).await;
+                self.hub.pool.put(c);
+                written.map_err(|e| End::io(&e))?;
+            } else {
+                self.batch_bytes += c.frames().len();
+                self.batch.push(c);
+                if self.batch.len() == BATCH || self.batch_bytes >= BATCH_BYTES {
+                    self.write_batch().await?;
+                }
             }
             next = rx.try_recv().ok().map(|c| self.dequeued(c));
         }
+        self.write_batch().await?;
         self.w.flush().await.map_err(|e| End::io(&e))
+    }
+
+    /// Writes the batched chunks with vectored writes and returns them to the pool.
+    async fn write_batch(&mut self) -> Result<(), End> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let mut slices = [IoSlice::new(&[]); BATCH];
+        for (slice, c) in slices.iter_mut().zip(&self.batch) {
+            *slice = IoSlice::new(c.frames());
+        }
+        self.counters
+            .wire_bytes_out
+            .fetch_add(self.batch_bytes as u64, Relaxed);
+        let mut bufs = &mut slices[..self.batch.len()];
+        let mut written = Ok(());
+        while !bufs.is_empty() {
+            match self.w.write_vectored(bufs).await {
+                Ok(0) => written = Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    IoSlice::advance_slices(&mut bufs, n);
+                    continue;
+                }
+                Err(e) => written = Err(e),
+            }
+            break;
+        }
+        self.batch_bytes = 0;
+        for c in self.batch.drain(..) {
+            self.hub.pool.put(c);
+        }
+        written.map_err(|e: io::Error| End::io(&e))
     }
 
     /// Takes a chunk off the session queue's packet count.
@@ -256,6 +308,12 @@ async fn write_pump(
             chunk = rx.recv(), if release.is_none() => {
                 let Some(chunk) = chunk else { return End::local() };
                 let chunk = out.dequeued(chunk);
+                if chunk.frames().len() < BATCH_BYTES && rx.is_empty() {
+                    // Small, and alone so far: let the other ready tasks (streams
+                    // with their answers) queue theirs first, so that one record and
+                    // one segment carry them all.
+                    tokio::task::yield_now().await;
+                }
                 out.drain(chunk, &mut rx).await
             }
             () = mux.wake.notified() => {

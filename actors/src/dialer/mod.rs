@@ -438,7 +438,7 @@ async fn dial_one(
         .map_or_else(|_| server.to_string(), |a| a.to_string());
     let tls = target
         .connector
-        .connect(target.server_name.clone(), tcp)
+        .connect(target.server_name.clone(), tls::wire(tcp))
         .await
         .map_err(|e| {
             let e = tls::TlsError::from_handshake(&e);

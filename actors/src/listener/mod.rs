@@ -38,9 +38,10 @@ use crate::tunnel::codec::Frame;
 use crate::tunnel::compress::Algorithm;
 use crate::tunnel::handshake::{self, CertSummary, Failed, Kind, HANDSHAKE_TIMEOUT};
 use crate::tunnel::hub::{Hub, PeerTx, QUEUE};
+use crate::tunnel::refusal;
 use crate::tunnel::session::{Hello, Policy};
 use crate::tunnel::stats::Session;
-use crate::tunnel::{refusal, tls};
+use crate::tunnel::tls::{self, Tls};
 
 /// What a handshake task needs to decide, swapped whole on reload.
 pub struct Rules {
@@ -469,7 +470,7 @@ impl Accepting {
             return debug!(self.log, "closed before the tls handshake"; "remote" => %remote);
         }
         let left = HANDSHAKE_TIMEOUT.saturating_sub(started.elapsed());
-        let tls = match tokio::time::timeout(left, rules.acceptor.accept(stream)).await {
+        let tls = match tokio::time::timeout(left, rules.acceptor.accept(tls::wire(stream))).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => return self.tls_refused(remote, &e),
             Err(_) => {
@@ -526,11 +527,11 @@ impl Accepting {
     /// Certificate name check, Hello, address claim, Accept.
     async fn session(
         &self,
-        mut tls: TlsStream<TcpStream>,
+        mut tls: Tls,
         rules: &Rules,
         cert: &CertSummary,
         remote: SocketAddr,
-    ) -> Result<Established, (TlsStream<TcpStream>, Failed)> {
+    ) -> Result<Established, (Tls, Failed)> {
         let Some(Matched { name, rule }) = rules.allowed_clients.check(&cert.names) else {
             let f = Failed::new(
                 ErrorCode::AccessDenied,

@@ -104,6 +104,24 @@ impl TlsError {
 
 type Result<T> = std::result::Result<T, TlsError>;
 
+/// What TLS runs on: the tunnel's TCP connection behind a read-ahead buffer. rustls
+/// asks its transport for at most 4 KiB at a time, so straight on the socket a 16 KiB
+/// record took four or more receive calls; behind [`READ_AHEAD`] one call takes what
+/// the socket holds and rustls copies its 4 KiB pieces out of that. Writes go straight
+/// through, vectored.
+pub type Wire = tokio::io::BufReader<tokio::net::TcpStream>;
+
+/// A tunnel connection, TLS established.
+pub type Tls = tokio_rustls::TlsStream<Wire>;
+
+/// The read-ahead buffer of each tunnel connection.
+pub const READ_AHEAD: usize = 64 * 1024;
+
+/// `tcp` ready to carry TLS.
+pub fn wire(tcp: tokio::net::TcpStream) -> Wire {
+    tokio::io::BufReader::with_capacity(READ_AHEAD, tcp)
+}
+
 /// The crypto provider every configuration uses.
 pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
