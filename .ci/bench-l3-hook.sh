@@ -18,6 +18,8 @@ if [ "${BENCH_THROTTLE:-0}" = 1 ]; then
   throttle="throttle: { enabled: true, rate: 10000000000, burst: 16777216, global_rate: 40000000000 }"
 fi
 destinations=""
+# BENCH_TUNNEL adds keys to both daemons' tunnel section, e.g. "busy_poll: 0s".
+tunnel_extra=${BENCH_TUNNEL:+, $BENCH_TUNNEL}
 if [ "${BENCH_DESTINATIONS:-0}" = 1 ]; then
   destinations=", client_destinations: { pa-client: [10.0.0.0/8, $INNER_R/32] }"
 fi
@@ -28,7 +30,7 @@ case "${1:-}" in
 mode: server
 network: { interface: $TUN_R, address: $INNER_R/$INNER_PREFIX, mtu: 1500 }
 tunnel: { listen_address: $UNDER_R, listen_port: $PORT, cert_file: $CERT_DIR/server.crt,
-          key_file: $CERT_DIR/server.key, ca_file: $CERT_DIR/ca.crt }
+          key_file: $CERT_DIR/server.key, ca_file: $CERT_DIR/ca.crt$tunnel_extra }
 security: { allowed_clients: [pa-client]$destinations }
 $throttle
 control: { socket: $OURS_LOG_DIR/server.sock }
@@ -38,7 +40,7 @@ YAML
 mode: client
 network: { interface: $TUN_L, address: $INNER_L/$INNER_PREFIX, mtu: 1500 }
 tunnel: { servers: [ { address: "$UNDER_R:$PORT" } ], server_name: pa-server,
-          cert_file: $CERT_DIR/client.crt, key_file: $CERT_DIR/client.key, ca_file: $CERT_DIR/ca.crt }
+          cert_file: $CERT_DIR/client.crt, key_file: $CERT_DIR/client.key, ca_file: $CERT_DIR/ca.crt$tunnel_extra }
 connection: { retry_attempts: 10, retry_interval: 100ms }
 $throttle
 control: { socket: $OURS_LOG_DIR/client.sock }

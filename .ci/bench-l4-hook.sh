@@ -18,6 +18,8 @@ set -eu
 here=$(cd "$(dirname "$0")/.." && pwd)
 bin=${BENCH_BIN:-$here/target/release/sssonector}
 throttle="throttle: { enabled: false }"
+# BENCH_TUNNEL adds keys to both daemons' tunnel section, e.g. "busy_poll: 0s".
+tunnel_extra=${BENCH_TUNNEL:+, $BENCH_TUNNEL}
 case "${BENCH_THROTTLE:-0}" in
   1) throttle="throttle: { enabled: true, rate: 10000000000, burst: 16777216, global_rate: 40000000000 }" ;;
   2) throttle="throttle: { enabled: true, rate: 10000000000, burst: 16777216 }" ;;   # no global rate
@@ -34,7 +36,7 @@ case "${1:-}" in
 mode: server
 network: { interface: $2, address: $3.1/24 }
 tunnel: { listen_address: ${4%:*}, listen_port: ${4##*:},
-          cert_file: $c/server.crt, key_file: $c/server.key, ca_file: $c/ca.crt }
+          cert_file: $c/server.crt, key_file: $c/server.key, ca_file: $c/ca.crt$tunnel_extra }
 services:
   - { name: bulk, endpoints: [ { address: "$bulk" } ] }
   - { name: http, strategy: round_robin, endpoints: [ ${http%, } ] }
@@ -53,7 +55,7 @@ YAML
 mode: client
 network: { interface: sssb4c, address: 10.231.0.2/24 }
 tunnel: { servers: [ { address: "$PB_SERVER_LISTEN_BULK" } ], server_name: server.pb.test,
-          cert_file: $c/client.crt, key_file: $c/client.key, ca_file: $c/ca.crt }
+          cert_file: $c/client.crt, key_file: $c/client.key, ca_file: $c/ca.crt$tunnel_extra }
 services:
   - { name: bulk, listen: "$PB_CLIENT_LISTEN_BULK" }
   - { name: http, listen: "$PB_CLIENT_LISTEN_HTTP" }

@@ -34,8 +34,11 @@ pub mod defaults {
     /// `tunnel.keepalive`: interval between tunnel pings.
     pub const TUNNEL_KEEPALIVE: Duration = Duration::from_secs(30);
     /// `tunnel.busy_poll`: how long a data thread with nothing to do polls before it
-    /// sleeps. Measured on 2 cores: ping overhead 0.30 ms with 0, 0.10 ms with 300µs.
-    pub const BUSY_POLL: Duration = Duration::from_micros(300);
+    /// sleeps; off. Once the session writer batched small frames, polling cost more
+    /// than it saved: on 2 cores it took a quarter of the daemons' CPU under
+    /// keep-alive load, and 300µs of it saved 0.05 ms of ping at 0.4 CPU-s/GB more in
+    /// bulk (README, Performance).
+    pub const BUSY_POLL: Duration = Duration::ZERO;
     /// Longest `tunnel.busy_poll` accepted.
     pub const BUSY_POLL_MAX: Duration = Duration::from_millis(10);
     /// Weight of a server or endpoint that names none.
@@ -216,7 +219,7 @@ pub struct Tunnel {
     /// TUN device (yielding the core to anyone else runnable) before it sleeps. A
     /// sleeping thread takes tens of microseconds to wake on a virtual machine, several
     /// times per round trip; polling saves that at the cost of some CPU. `0s` turns it
-    /// off. At most 10ms. Default 300µs. Reload: live.
+    /// off. At most 10ms. Default 0s (off). Reload: live.
     pub busy_poll: DurationValue,
 }
 
