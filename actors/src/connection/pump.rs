@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -223,19 +223,7 @@ impl Out {
         self.counters
             .wire_bytes_out
             .fetch_add(self.batch_bytes as u64, Relaxed);
-        let mut bufs = &mut slices[..self.batch.len()];
-        let mut written = Ok(());
-        while !bufs.is_empty() {
-            match self.w.write_vectored(bufs).await {
-                Ok(0) => written = Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => {
-                    IoSlice::advance_slices(&mut bufs, n);
-                    continue;
-                }
-                Err(e) => written = Err(e),
-            }
-            break;
-        }
+        let written = write_all_vectored(&mut self.w, &mut slices[..self.batch.len()]).await;
         self.batch_bytes = 0;
         for c in self.batch.drain(..) {
             self.hub.pool.put(c);
@@ -262,6 +250,20 @@ impl Out {
         .await
         .map_err(|e| End::io(&e))
     }
+}
+
+/// Writes every byte of `bufs`, taking up where each partial vectored write stopped.
+async fn write_all_vectored<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    mut bufs: &mut [IoSlice<'_>],
+) -> io::Result<()> {
+    while !bufs.is_empty() {
+        match w.write_vectored(bufs).await? {
+            0 => return Err(io::ErrorKind::WriteZero.into()),
+            n => IoSlice::advance_slices(&mut bufs, n),
+        }
+    }
+    Ok(())
 }
 
 async fn write_pump(
@@ -480,5 +482,99 @@ fn frame_name(frame: &Frame<'_>) -> &'static str {
         Frame::StreamClose { .. } => "stream close",
         Frame::StreamWindow { .. } => "stream window",
         _ => "data",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    /// Takes at most `step` bytes per call, from the first buffer or across several,
+    /// and now and then answers "not now" first.
+    struct Trickle {
+        got: Vec<u8>,
+        step: usize,
+        calls: usize,
+    }
+
+    impl AsyncWrite for Trickle {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.poll_write_vectored(cx, &[IoSlice::new(buf)])
+        }
+
+        fn poll_write_vectored(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            bufs: &[IoSlice<'_>],
+        ) -> Poll<io::Result<usize>> {
+            self.calls += 1;
+            if self.calls % 3 == 0 {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            let mut left = self.step;
+            for b in bufs {
+                let n = b.len().min(left);
+                self.got.extend_from_slice(&b[..n]);
+                left -= n;
+                if left == 0 {
+                    break;
+                }
+            }
+            Poll::Ready(Ok(self.step - left))
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn partial_vectored_writes_deliver_every_byte_in_order() {
+        let parts: Vec<Vec<u8>> = (0..7u8)
+            .map(|i| vec![i; 1 + usize::from(i) * 5])
+            .chain([Vec::new(), vec![9; 3]])
+            .collect();
+        let want: Vec<u8> = parts.concat();
+        for step in [1, 2, 5, 7, 16, 1000] {
+            let mut w = Trickle {
+                got: Vec::new(),
+                step,
+                calls: 0,
+            };
+            let mut slices: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
+            write_all_vectored(&mut w, &mut slices)
+                .await
+                .expect("written");
+            assert_eq!(w.got, want, "step {step}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_writer_that_takes_nothing_is_an_error() {
+        let mut w = Trickle {
+            got: Vec::new(),
+            step: 0,
+            calls: 0,
+        };
+        let data = [1u8; 4];
+        let err = write_all_vectored(&mut w, &mut [IoSlice::new(&data)])
+            .await
+            .expect_err("write zero");
+        assert_eq!(err.kind(), io::ErrorKind::WriteZero);
     }
 }
