@@ -434,6 +434,19 @@ async fn serve(
     };
     match connected {
         Ok(Ok(Connected { socket, lease })) => {
+            // The balancer dialled on the actors' runtime, whose reactor the socket
+            // is registered with: move it to the data path's, or every readiness
+            // event of the stream would wake this thread through the actors' one.
+            let socket = match socket.into_std().and_then(TcpStream::from_std) {
+                Ok(socket) => socket,
+                Err(e) => {
+                    slog::warn!(mux.log, "stream refused";
+                        "service" => &stream.service, "stream" => stream.id,
+                        "code" => ErrorCode::Io, "reason" => %format_args!("socket: {e}"));
+                    mux.send_close(stream.id, ErrorCode::Io.wire()).await;
+                    return Ending::Reset(ErrorCode::Io);
+                }
+            };
             mux.hub.streams.prepare(&socket);
             stream.socket.set(socket).expect("connected once");
             let _ = stream.lease.set(lease);
