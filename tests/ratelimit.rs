@@ -420,7 +420,13 @@ fn connect_from(from: Ipv4Addr, to: SocketAddr, limit: Duration) -> std::io::Res
 fn stream_from(cli: &Netns, from: Ipv4Addr) -> bool {
     cli.thread(move || {
         let service: SocketAddr = SERVICE.parse().expect("service address");
-        let mut s = connect_from(from, service, WAIT).expect("the service listener accepts");
+        let mut s = match connect_from(from, service, WAIT) {
+            Ok(s) => s,
+            // A refusal resets the accepted connection at once, and that reset can
+            // reach the socket before its connect call has returned.
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => return false,
+            Err(e) => panic!("the service listener accepts: {e}"),
+        };
         s.set_read_timeout(Some(Duration::from_secs(5)))
             .expect("read timeout");
         if s.write_all(b"x").is_err() {
