@@ -19,6 +19,10 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 bin=${BENCH_BIN:-$here/target/release/sssonector}
 throttle="throttle: { enabled: false }"
 # BENCH_TUNNEL adds keys to both daemons' tunnel section, e.g. "busy_poll: 0s".
+# BENCH_PIN=1 pins the client daemon to CPU 0 and the servers to CPU 1 (taskset), for
+# A/B comparisons that the scheduler's placement would otherwise swamp.
+pin_client=""; pin_server=""
+if [ "${BENCH_PIN:-0}" = 1 ]; then pin_client="taskset -c 0"; pin_server="taskset -c 1"; fi
 tunnel_extra=${BENCH_TUNNEL:+, $BENCH_TUNNEL}
 case "${BENCH_THROTTLE:-0}" in
   1) throttle="throttle: { enabled: true, rate: 10000000000, burst: 16777216, global_rate: 40000000000 }" ;;
@@ -45,7 +49,7 @@ $throttle
 control: { socket: $PB_WORKDIR/$1.sock }
 logging: { level: warn, format: json }
 YAML
-      ip netns exec "$PB_NS_SERVER" "$bin" run --config "$PB_WORKDIR/$1.yaml" \
+      ip netns exec "$PB_NS_SERVER" $pin_server "$bin" run --config "$PB_WORKDIR/$1.yaml" \
         >>"$PB_WORKDIR/$1.log" 2>&1 </dev/null 9>&- &
       echo $! >>"$PB_PIDFILE_SERVER"
     }
@@ -64,7 +68,7 @@ $throttle
 control: { socket: $PB_WORKDIR/client.sock }
 logging: { level: warn, format: json }
 YAML
-    ip netns exec "$PB_NS_CLIENT" "$bin" run --config "$PB_WORKDIR/client.yaml" \
+    ip netns exec "$PB_NS_CLIENT" $pin_client "$bin" run --config "$PB_WORKDIR/client.yaml" \
       >>"$PB_WORKDIR/cli.log" 2>&1 </dev/null 9>&- &
     echo $! >>"$PB_PIDFILE_CLIENT"
     # Ready when the client's tunnel is up and its service ports listen.
