@@ -19,8 +19,10 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 bin=${BENCH_BIN:-$here/target/release/sssonector}
 throttle="throttle: { enabled: false }"
 # BENCH_TUNNEL adds keys to both daemons' tunnel section, e.g. "busy_poll: 0s".
-# BENCH_PIN=1 pins the client daemon to CPU 0 and the servers to CPU 1 (taskset), for
-# A/B comparisons that the scheduler's placement would otherwise swamp.
+# BENCH_PIN=1 pins the client daemon and the harness's iperf3 backends to CPU 0 and
+# the server daemons to CPU 1 (taskset), for A/B comparisons that the scheduler's
+# placement would otherwise swamp: a server daemon sharing its core with the iperf3
+# that reads from it runs a different (slower) way.
 pin_client=""; pin_server=""
 if [ "${BENCH_PIN:-0}" = 1 ]; then pin_client="taskset -c 0"; pin_server="taskset -c 1"; fi
 tunnel_extra=${BENCH_TUNNEL:+, $BENCH_TUNNEL}
@@ -71,6 +73,11 @@ YAML
     ip netns exec "$PB_NS_CLIENT" $pin_client "$bin" run --config "$PB_WORKDIR/client.yaml" \
       >>"$PB_WORKDIR/cli.log" 2>&1 </dev/null 9>&- &
     echo $! >>"$PB_PIDFILE_CLIENT"
+    if [ "${BENCH_PIN:-0}" = 1 ]; then
+      for p in $(ip netns pids "$PB_NS_SERVER"); do
+        [ "$(cat /proc/"$p"/comm 2>/dev/null)" = iperf3 ] && taskset -p -c 0 "$p" >/dev/null
+      done
+    fi
     # Ready when the client's tunnel is up and its service ports listen.
     for _ in $(seq 100); do
       if "$bin" ctl --socket "$PB_WORKDIR/client.sock" --json status 2>/dev/null | grep -q '"current": *1'; then
