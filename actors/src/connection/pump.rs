@@ -61,12 +61,10 @@ impl End {
     }
 }
 
-type Stream = Tls;
-
 /// What a session's tasks own.
 pub struct Io {
     /// The TLS stream, split between the two tasks.
-    pub stream: Stream,
+    pub stream: Tls,
     /// Bytes already read past the handshake.
     pub leftover: Vec<u8>,
     /// The session's queue.
@@ -151,7 +149,7 @@ fn millis(epoch: Instant) -> u64 {
 /// The write task's sending side: the TLS half, compression, and the session's
 /// rate limit with the chunk it holds back, if any.
 struct Out {
-    w: WriteHalf<Stream>,
+    w: WriteHalf<Tls>,
     compress: Option<Compressor>,
     counters: Arc<Counters>,
     hub: Arc<Hub>,
@@ -344,7 +342,7 @@ async fn write_pump(
 
 #[allow(clippy::too_many_arguments)]
 async fn read_pump(
-    mut r: ReadHalf<Stream>,
+    mut r: ReadHalf<Tls>,
     leftover: Vec<u8>,
     mut inbound: Inbound,
     mut demux: Demux,
