@@ -53,21 +53,24 @@ pub struct AuditActor {
 }
 
 impl AuditActor {
-    /// An actor appending to `path`; the file opens when the actor starts. `writable`
-    /// tells the daemon whether the trail is being written.
+    /// An actor appending to `path`. The file opens (and is narrowed to owner-only)
+    /// here, so before the daemon says it started, and again each time the actor
+    /// starts. `writable` tells the daemon whether the trail is being written.
     pub fn new(
         path: PathBuf,
         writable: Arc<AtomicBool>,
         log: Logger,
         drain: Option<DrainToken>,
     ) -> Self {
-        Self {
+        let mut actor = Self {
             path,
             file: None,
             writable,
             log,
             _drain: drain,
-        }
+        };
+        actor.open();
+        actor
     }
 
     fn open(&mut self) {
