@@ -36,8 +36,8 @@ pub mod defaults {
     /// `tunnel.busy_poll`: how long a data thread with nothing to do polls before it
     /// sleeps; off. Once the session writer batched small frames, polling cost more
     /// than it saved: on 2 cores it took a quarter of the daemons' CPU under
-    /// keep-alive load, and 300µs of it saved 0.05 ms of ping at 0.4 CPU-s/GB more in
-    /// bulk (README, Performance).
+    /// keep-alive load, and 300µs of it gave no ping gain in alternating runs at 0.4
+    /// CPU-s/GB more in bulk (README, Performance).
     pub const BUSY_POLL: Duration = Duration::ZERO;
     /// Longest `tunnel.busy_poll` accepted.
     pub const BUSY_POLL_MAX: Duration = Duration::from_millis(10);

@@ -468,6 +468,19 @@ pub struct Connected {
     pub lease: Lease,
 }
 
+impl Connected {
+    /// The socket, moved to the reactor of the runtime this runs on. The balancer
+    /// dials on the actors' runtime, whose reactor the socket is registered with; used
+    /// from the data path as it is, every readiness event of it would wake the data
+    /// thread through the actors' thread.
+    ///
+    /// # Errors
+    /// When the socket cannot be registered here (out of descriptors or memory).
+    pub fn socket_here(socket: TcpStream) -> io::Result<TcpStream> {
+        socket.into_std().and_then(TcpStream::from_std)
+    }
+}
+
 /// Why a [`Connect`] failed.
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]

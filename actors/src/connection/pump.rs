@@ -226,7 +226,7 @@ impl Out {
         for c in self.batch.drain(..) {
             self.hub.pool.put(c);
         }
-        written.map_err(|e: io::Error| End::io(&e))
+        written.map_err(|e| End::io(&e))
     }
 
     /// Takes a chunk off the session queue's packet count.

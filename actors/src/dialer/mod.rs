@@ -391,9 +391,7 @@ async fn dial_round(
         }
     };
     let server = lease.address().to_string();
-    // The balancer's socket is registered with the actors' runtime: move it to the
-    // data path's, where this task and the session's I/O run.
-    let tcp = match socket.into_std().and_then(TcpStream::from_std) {
+    let tcp = match Connected::socket_here(socket) {
         Ok(tcp) => tcp,
         Err(e) => {
             hub.stats.handshake_failed(ErrorCode::Io);

@@ -434,10 +434,7 @@ async fn serve(
     };
     match connected {
         Ok(Ok(Connected { socket, lease })) => {
-            // The balancer dialled on the actors' runtime, whose reactor the socket
-            // is registered with: move it to the data path's, or every readiness
-            // event of the stream would wake this thread through the actors' one.
-            let socket = match socket.into_std().and_then(TcpStream::from_std) {
+            let socket = match Connected::socket_here(socket) {
                 Ok(socket) => socket,
                 Err(e) => {
                     slog::warn!(mux.log, "stream refused";

@@ -10,7 +10,8 @@
 //! soon as one is readable it stops polling; the runtime's own epoll then finds the
 //! event without sleeping. Measured on 2 cores: before the session writer batched small
 //! frames, 300µs cut the ping overhead from 0.30 to 0.10 ms at +0.3 CPU-s/GB in bulk
-//! transfers; with batching it saves about 0.05 ms at +0.4 CPU-s/GB, hence off.
+//! transfers; with batching it showed no ping gain in alternating runs and cost +0.4
+//! CPU-s/GB, hence off.
 //!
 //! Spinning without yielding made it worse (1.9 ms with 1ms): the spinning thread kept
 //! the core the woken process needed.
