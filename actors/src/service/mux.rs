@@ -444,7 +444,7 @@ async fn serve(
                     return Ending::Reset(ErrorCode::Io);
                 }
             };
-            mux.hub.streams.prepare(&socket);
+            // The balancer set its options (no Nagle delay, keepalive) when it dialled.
             stream.socket.set(socket).expect("connected once");
             let _ = stream.lease.set(lease);
             run(stream.clone(), mux).await
