@@ -12,6 +12,7 @@ pub mod codec;
 pub mod compress;
 pub mod handshake;
 pub mod hub;
+pub mod record;
 pub mod refusal;
 pub mod session;
 pub mod stats;
