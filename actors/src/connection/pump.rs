@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -18,6 +18,7 @@ use crate::service::mux::{Demux, Mux};
 use crate::tunnel::codec::{self, Frame, HEADER, MAX_PAYLOAD};
 use crate::tunnel::compress::{Algorithm, Compressor, Decompressor};
 use crate::tunnel::hub::{Chunk, Hub, Inbound, PeerTx};
+use crate::tunnel::record::{RecordReader, RecordWriter};
 use crate::tunnel::stats::Counters;
 use crate::tunnel::tls::Tls;
 
@@ -96,8 +97,8 @@ pub async fn run(io: Io, hub: Arc<Hub>, keepalive: Duration, cancel: Cancellatio
             (Err(e), _) | (_, Err(e)) => return End::error(ErrorCode::Internal, e.to_string()),
         },
     };
-    hub.busy.watch(io.stream.get_ref().0.get_ref());
-    let (r, w) = tokio::io::split(io.stream);
+    hub.busy.watch(io.stream.tcp());
+    let (r, w) = io.stream.into_split();
     let epoch = Instant::now();
     let last_rx = Arc::new(AtomicU64::new(0));
     let out = Out {
@@ -149,7 +150,7 @@ fn millis(epoch: Instant) -> u64 {
 /// The write task's sending side: the TLS half, compression, and the session's
 /// rate limit with the chunk it holds back, if any.
 struct Out {
-    w: WriteHalf<Tls>,
+    w: RecordWriter,
     compress: Option<Compressor>,
     counters: Arc<Counters>,
     hub: Arc<Hub>,
@@ -342,7 +343,7 @@ async fn write_pump(
 
 #[allow(clippy::too_many_arguments)]
 async fn read_pump(
-    mut r: ReadHalf<Tls>,
+    mut r: RecordReader,
     leftover: Vec<u8>,
     mut inbound: Inbound,
     mut demux: Demux,

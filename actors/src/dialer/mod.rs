@@ -27,7 +27,6 @@ use sssonector_config::Config;
 use tokio::net::TcpStream;
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
-use tokio_rustls::{TlsConnector, TlsStream};
 
 use self::backoff::Backoff;
 use crate::audit::{AuditActor, Record};
@@ -51,7 +50,7 @@ pub const SERVICE: &str = "tunnel";
 #[derive(Clone)]
 pub struct Target {
     server_name: ServerName<'static>,
-    connector: TlsConnector,
+    tls: Arc<rustls::ClientConfig>,
     address: IpAddr,
     compression: Option<Algorithm>,
 }
@@ -73,7 +72,7 @@ impl Target {
             .ok_or_else(|| Error::Internal("network.address missing after validation".into()))?;
         Ok(Self {
             server_name,
-            connector: TlsConnector::from(tls::client_config(t, &config.security)?),
+            tls: tls::client_config(t, &config.security)?,
             address,
             compression: Algorithm::from_config(t.compression),
         })
@@ -329,7 +328,7 @@ pub struct SwapTls {
 impl Handler<SwapTls> for Dialer {
     type Result = ();
     fn handle(&mut self, msg: SwapTls, _: &mut Context<Self>) {
-        self.target.connector = TlsConnector::from(msg.config);
+        self.target.tls = msg.config;
         if msg.rehandshake {
             self.renewals += 1;
             self.rehandshake();
@@ -434,15 +433,13 @@ async fn dial_one(
     let remote = tcp
         .peer_addr()
         .map_or_else(|_| server.to_string(), |a| a.to_string());
-    let tls = target
-        .connector
-        .connect(target.server_name.clone(), tls::wire(tcp))
-        .await
-        .map_err(|e| {
-            let e = tls::TlsError::from_handshake(&e);
-            Failed::new(e.code(), e.to_string())
-        })?;
-    let mut tls = TlsStream::Client(tls);
+    let mut tls =
+        crate::tunnel::record::client(target.tls.clone(), target.server_name.clone(), tcp)
+            .await
+            .map_err(|e| {
+                let e = tls::TlsError::from_handshake(&e.into());
+                Failed::new(e.code(), e.to_string())
+            })?;
     let hello = Hello {
         version: codec::VERSION,
         address: target.address,

@@ -26,7 +26,6 @@ use sssonector_config::Config;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
-use tokio_rustls::{TlsAcceptor, TlsStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::audit::{AuditActor, Record};
@@ -45,7 +44,7 @@ use crate::tunnel::tls::{self, Tls};
 
 /// What a handshake task needs to decide, swapped whole on reload.
 pub struct Rules {
-    acceptor: TlsAcceptor,
+    tls: Arc<rustls::ServerConfig>,
     policy: Policy,
     allowed_clients: AllowList,
     allow_cidrs: Vec<IpNet>,
@@ -87,7 +86,7 @@ impl Rules {
             .ok_or_else(|| Error::Internal("network.address missing after validation".into()))?;
         let s = &config.security;
         Ok(Self {
-            acceptor: TlsAcceptor::from(server),
+            tls: server,
             policy: Policy {
                 subnet,
                 by_name: s
@@ -470,9 +469,10 @@ impl Accepting {
             return debug!(self.log, "closed before the tls handshake"; "remote" => %remote);
         }
         let left = HANDSHAKE_TIMEOUT.saturating_sub(started.elapsed());
-        let tls = match tokio::time::timeout(left, rules.acceptor.accept(tls::wire(stream))).await {
+        let accept = crate::tunnel::record::server(rules.tls.clone(), stream);
+        let tls = match tokio::time::timeout(left, accept).await {
             Ok(Ok(s)) => s,
-            Ok(Err(e)) => return self.tls_refused(remote, &e),
+            Ok(Err(e)) => return self.tls_refused(remote, &e.into()),
             Err(_) => {
                 self.hub.stats.handshake_failed(ErrorCode::TlsHandshake);
                 return warn!(self.log, "handshake failed";
@@ -481,13 +481,11 @@ impl Accepting {
             }
         };
         let cert = tls
-            .get_ref()
-            .1
-            .peer_certificates()
-            .and_then(|c| c.first())
+            .facts()
+            .peer_certificates
+            .first()
             .map(|c| CertSummary::of(c))
             .unwrap_or_default();
-        let tls = TlsStream::Server(tls);
         let left = HANDSHAKE_TIMEOUT.saturating_sub(started.elapsed());
         match tokio::time::timeout(left, self.session(tls, &rules, &cert, remote)).await {
             Ok(Ok(established)) => {

@@ -70,6 +70,16 @@ pub enum HandshakeError {
     Io(#[from] io::Error),
 }
 
+impl From<HandshakeError> for io::Error {
+    /// As tokio-rustls reports it: a TLS error inside `InvalidData`.
+    fn from(e: HandshakeError) -> Self {
+        match e {
+            HandshakeError::Tls(e) => io::Error::new(io::ErrorKind::InvalidData, e),
+            HandshakeError::Io(e) => e,
+        }
+    }
+}
+
 /// What a finished handshake learned.
 #[derive(Debug, Clone)]
 pub struct Facts {
@@ -83,20 +93,15 @@ pub struct Facts {
     pub resumed: bool,
 }
 
-/// A session after its handshake: the socket, the keys and what was read past it.
-pub struct Session {
-    tcp: TcpStream,
+/// A tunnel connection after its TLS handshake: [`AsyncRead`] and [`AsyncWrite`] of
+/// application data, and [`Tls::into_split`] into the two halves.
+pub struct Tls {
     facts: Facts,
-    shared: Arc<Shared>,
-    reader: Opener,
-    writer: Sealer,
-    /// Ciphertext read past the handshake.
-    leftover: Vec<u8>,
-    /// Plaintext that rustls opened before the handshake ended.
-    plaintext: Vec<u8>,
+    reader: RecordReader,
+    writer: RecordWriter,
 }
 
-impl std::fmt::Debug for Session {
+impl std::fmt::Debug for Tls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Session")
             .field("facts", &self.facts)
@@ -112,27 +117,24 @@ pub async fn client(
     config: Arc<ClientConfig>,
     name: ServerName<'static>,
     mut tcp: TcpStream,
-) -> Result<Session, HandshakeError> {
+) -> Result<Tls, HandshakeError> {
     let mut conn = UnbufferedClientConnection::new(config, name)?;
     let done = drive(&mut conn, &mut tcp).await?;
     let facts = facts(&conn)?;
     let (secrets, kernel) = conn.dangerous_into_kernel_connection()?;
-    Session::new(tcp, facts, Kernel::Client(kernel), secrets, done)
+    Tls::new(tcp, facts, Kernel::Client(kernel), secrets, done)
 }
 
 /// The server's handshake on `tcp`.
 ///
 /// # Errors
 /// What TLS or the socket said; a fatal alert has gone to the client.
-pub async fn server(
-    config: Arc<ServerConfig>,
-    mut tcp: TcpStream,
-) -> Result<Session, HandshakeError> {
+pub async fn server(config: Arc<ServerConfig>, mut tcp: TcpStream) -> Result<Tls, HandshakeError> {
     let mut conn = UnbufferedServerConnection::new(config)?;
     let done = drive(&mut conn, &mut tcp).await?;
     let facts = facts(&conn)?;
     let (secrets, kernel) = conn.dangerous_into_kernel_connection()?;
-    Session::new(tcp, facts, Kernel::Server(kernel), secrets, done)
+    Tls::new(tcp, facts, Kernel::Server(kernel), secrets, done)
 }
 
 fn facts<D>(conn: &UnbufferedConnectionCommon<D>) -> Result<Facts, rustls::Error> {
@@ -197,14 +199,12 @@ async fn drive<C: Unbuffered>(conn: &mut C, tcp: &mut TcpStream) -> Result<Done,
         let mut read_more = false;
         let mut transmit = None;
         let mut finished = false;
-        let mut encoded = false;
         let mut new_error = false;
         match state {
             Ok(ConnectionState::EncodeTlsData(mut e)) => loop {
                 match e.encode(&mut outgoing[out..]) {
                     Ok(n) => {
                         out += n;
-                        encoded = true;
                         break;
                     }
                     Err(EncodeError::InsufficientSize(InsufficientSizeError { required_size })) => {
@@ -231,9 +231,10 @@ async fn drive<C: Unbuffered>(conn: &mut C, tcp: &mut TcpStream) -> Result<Done,
             }
         }
         if let Some(e) = &failed {
-            // The rounds after an error hand over the alert rustls queued; once they
-            // stop, it goes out and the error stands.
-            if !new_error && !encoded {
+            // One more round hands over the alert rustls queued (it comes before any
+            // input is read again: the bytes that failed would fail again, and rustls
+            // must not send a second alert). Then it goes out and the error stands.
+            if !new_error {
                 let _ = tcp.write_all(&outgoing[..out]).await;
                 return Err(e.clone().into());
             }
@@ -314,7 +315,7 @@ struct Shared {
     update_asked: AtomicBool,
 }
 
-impl Session {
+impl Tls {
     fn new(
         tcp: TcpStream,
         facts: Facts,
@@ -322,20 +323,40 @@ impl Session {
         secrets: rustls::ExtractedSecrets,
         done: Done,
     ) -> Result<Self, HandshakeError> {
-        eprintln!("tx seq {} rx seq {}", secrets.tx.0, secrets.rx.0);
-        let writer = Sealer::new(facts.suite, facts.version, secrets.tx)?;
-        let reader = Opener::new(facts.suite, secrets.rx)?;
+        let sealer = Sealer::new(facts.suite, facts.version, secrets.tx)?;
+        let opener = Opener::new(facts.suite, secrets.rx)?;
+        let shared = Arc::new(Shared {
+            kernel: Mutex::new(kernel),
+            update_asked: AtomicBool::new(false),
+        });
+        let (r, w) = tcp.into_split();
+        let mut buf = done.leftover;
+        let end = buf.len();
+        buf.resize(end.max(READ_AHEAD + MAX_RECORD), 0);
         Ok(Self {
-            tcp,
             facts,
-            shared: Arc::new(Shared {
-                kernel: Mutex::new(kernel),
-                update_asked: AtomicBool::new(false),
-            }),
-            reader,
-            writer,
-            leftover: done.leftover,
-            plaintext: done.plaintext,
+            reader: RecordReader {
+                tcp: r,
+                opener,
+                shared: shared.clone(),
+                buf,
+                start: 0,
+                end,
+                early: done.plaintext,
+                early_at: 0,
+                plain: 0..0,
+                eof: false,
+            },
+            writer: RecordWriter {
+                tcp: w,
+                sealer,
+                shared,
+                pending: VecDeque::new(),
+                front: 0,
+                spare: Vec::new(),
+                updates: 0,
+                closed: false,
+            },
         })
     }
 
@@ -346,39 +367,52 @@ impl Session {
 
     /// The socket under the records.
     pub fn tcp(&self) -> &TcpStream {
-        &self.tcp
+        self.reader.tcp.as_ref()
     }
 
     /// The reading and the writing half, each on its own.
     pub fn into_split(self) -> (RecordReader, RecordWriter) {
-        let (r, w) = self.tcp.into_split();
-        let mut buf = self.leftover;
-        let end = buf.len();
-        buf.resize(end.max(READ_AHEAD + MAX_RECORD), 0);
-        (
-            RecordReader {
-                tcp: r,
-                opener: self.reader,
-                shared: self.shared.clone(),
-                buf,
-                start: 0,
-                end,
-                early: self.plaintext,
-                early_at: 0,
-                plain: 0..0,
-                eof: false,
-            },
-            RecordWriter {
-                tcp: w,
-                sealer: self.writer,
-                shared: self.shared,
-                pending: VecDeque::new(),
-                front: 0,
-                spare: Vec::new(),
-                updates: 0,
-                closed: false,
-            },
-        )
+        (self.reader, self.writer)
+    }
+}
+
+impl AsyncRead for Tls {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().reader).poll_read(cx, out)
+    }
+}
+
+impl AsyncWrite for Tls {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().writer).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().writer).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().writer).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().writer).poll_shutdown(cx)
     }
 }
 
@@ -1235,6 +1269,32 @@ mod tests {
         );
         let heard = peer.await.expect("peer");
         assert!(heard.contains("UnknownCA"), "{heard}");
+    }
+
+    #[tokio::test]
+    async fn garbage_instead_of_a_hello_is_refused_with_one_alert() {
+        let pki = pki();
+        let (server, _) = configs(&pki, None, &[&rustls::version::TLS13]);
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let at = listener.local_addr().expect("addr");
+        let peer = tokio::spawn(async move {
+            let mut tcp = TcpStream::connect(at).await.expect("connect");
+            // No TLS record starts with 0xff; then more junk after it.
+            let mut junk = pattern(64 * 1024, 9);
+            junk[0] = 0xff;
+            let _ = tcp.write_all(&junk).await;
+            let mut heard = Vec::new();
+            let _ = tcp.read_to_end(&mut heard).await;
+            heard
+        });
+        let (tcp, _) = listener.accept().await.expect("accept");
+        let err = tokio::time::timeout(LIMIT, super::server(server, tcp))
+            .await
+            .expect("in time")
+            .expect_err("refused");
+        assert!(matches!(err, HandshakeError::Tls(_)), "{err}");
+        // One plaintext alert record: fatal (2), decode_error (50).
+        assert_eq!(peer.await.expect("peer"), [21, 3, 3, 0, 2, 2, 50]);
     }
 
     #[tokio::test]

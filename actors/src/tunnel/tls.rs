@@ -104,23 +104,8 @@ impl TlsError {
 
 type Result<T> = std::result::Result<T, TlsError>;
 
-/// What TLS runs on: the tunnel's TCP connection behind a read-ahead buffer. rustls
-/// asks its transport for at most 4 KiB at a time, so straight on the socket a 16 KiB
-/// record took four or more receive calls; behind [`READ_AHEAD`] one call takes what
-/// the socket holds and rustls copies its 4 KiB pieces out of that. Writes go straight
-/// through, vectored.
-pub type Wire = tokio::io::BufReader<tokio::net::TcpStream>;
-
-/// A tunnel connection, TLS established.
-pub type Tls = tokio_rustls::TlsStream<Wire>;
-
-/// The read-ahead buffer of each tunnel connection.
-pub const READ_AHEAD: usize = 64 * 1024;
-
-/// `tcp` ready to carry TLS.
-pub fn wire(tcp: tokio::net::TcpStream) -> Wire {
-    tokio::io::BufReader::with_capacity(READ_AHEAD, tcp)
-}
+/// A tunnel connection, TLS established: rustls's handshake, our record layer.
+pub use super::record::Tls;
 
 /// The crypto provider every configuration uses.
 pub fn provider() -> Arc<CryptoProvider> {
@@ -217,12 +202,14 @@ pub fn server_config_from(m: &Material, security: &Security) -> Result<Arc<Serve
         .map_err(|e| TlsError::Setup(e.to_string()))?;
     let verifier = Arc::new(super::refusal::Generic(verifier));
     let (certs, key) = identity(m)?;
-    let config = ServerConfig::builder_with_provider(provider)
+    let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(versions(security))
         .map_err(|e| TlsError::Setup(e.to_string()))?
         .with_client_cert_verifier(verifier)
         .with_single_cert(certs, key)
         .map_err(|e| TlsError::Setup(e.to_string()))?;
+    // The record layer takes the traffic keys over after the handshake.
+    config.enable_secret_extraction = true;
     Ok(Arc::new(config))
 }
 
@@ -247,12 +234,14 @@ pub fn client_config_from(m: &Material, security: &Security) -> Result<Arc<Clien
         .build()
         .map_err(|e| TlsError::Setup(e.to_string()))?;
     let (certs, key) = identity(m)?;
-    let config = ClientConfig::builder_with_provider(provider)
+    let mut config = ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(versions(security))
         .map_err(|e| TlsError::Setup(e.to_string()))?
         .with_webpki_verifier(verifier)
         .with_client_auth_cert(certs, key)
         .map_err(|e| TlsError::Setup(e.to_string()))?;
+    // The record layer takes the traffic keys over after the handshake.
+    config.enable_secret_extraction = true;
     Ok(Arc::new(config))
 }
 
