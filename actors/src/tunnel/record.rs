@@ -1,5 +1,4 @@
-//! SSSonector's own TLS record layer for established sessions (work in progress on
-//! branch `record-layer`, not yet used by the daemon).
+//! SSSonector's own TLS record layer for the tunnel's sessions.
 //!
 //! rustls does the handshake (its unbuffered API, [`client`] and [`server`]); then
 //! `dangerous_into_kernel_connection` hands over the traffic keys, and records are
@@ -54,6 +53,8 @@ const HEADER: usize = 5;
 const MAX_RECORD: usize = HEADER + MAX_FRAGMENT + 256;
 /// What the reader asks the socket for at once.
 const READ_AHEAD: usize = 64 * 1024;
+/// The most a handshake may buffer before it is refused.
+const MAX_HANDSHAKE_BUFFER: usize = 256 * 1024;
 /// AEAD tag bytes (all three suites).
 const TAG_LEN: usize = 16;
 /// Records the writer seals before it writes them out.
@@ -265,6 +266,12 @@ async fn drive<C: Unbuffered>(conn: &mut C, tcp: &mut TcpStream) -> Result<Done,
         }
         if read_more {
             if used == incoming.len() {
+                // rustls refuses handshake messages over 64 KiB, so this stays small.
+                if incoming.len() >= MAX_HANDSHAKE_BUFFER {
+                    return Err(
+                        io::Error::new(io::ErrorKind::InvalidData, "handshake too long").into(),
+                    );
+                }
                 incoming.resize(incoming.len() * 2, 0);
             }
             let n = tcp.read(&mut incoming[used..]).await?;
