@@ -891,7 +891,7 @@ impl AsyncWrite for RecordWriter {
         self.poll_write_vectored(cx, &[IoSlice::new(buf)])
     }
 
-    /// Takes up to four records. worth once the earlier ones are out.
+    /// Takes up to four records' worth once the earlier ones are out.
     fn poll_write_vectored(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
