@@ -2,7 +2,8 @@
 //!
 //! rustls does the handshake (its unbuffered API, [`client`] and [`server`]); then
 //! `dangerous_into_kernel_connection` hands over the traffic keys, and records are
-//! sealed and opened here with rustls's own AEAD objects for the negotiated suite:
+//! opened here with rustls's decrypter for the negotiated suite and sealed with
+//! aws-lc's AEAD (the one under rustls's provider) directly:
 //! - the reading half reads as much as the socket has into one buffer and opens each
 //!   record in place: no 4 KiB reads, no deframer buffer grown and zero-filled around
 //!   records, no copy of each record into a plaintext buffer and out again (rustls's
@@ -104,7 +105,7 @@ pub struct Tls {
 
 impl std::fmt::Debug for Tls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Session")
+        f.debug_struct("Tls")
             .field("facts", &self.facts)
             .finish_non_exhaustive()
     }
@@ -667,7 +668,8 @@ impl RecordReader {
         let record = &mut self.buf[at..at + len];
         let version = ProtocolVersion::from(u16::from_be_bytes([record[1], record[2]]));
         if typ == ContentType::ChangeCipherSpec {
-            return Ok(true); // TLS 1.3 middlebox compatibility: ignored
+            // Only during a handshake (RFC 8446 5; RFC 5246 7.1): rustls took those.
+            return Err(invalid("change_cipher_spec after the handshake"));
         }
         let msg = InboundOpaqueMessage::new(typ, version, &mut record[HEADER..]);
         let plain = self
@@ -704,7 +706,8 @@ impl RecordReader {
         Ok(true)
     }
 
-    /// Post-handshake messages: session tickets and key updates.
+    /// Post-handshake messages: session tickets and key updates, each whole in its
+    /// record (rustls sends them so; one split over records is refused).
     fn handshake(&mut self, mut msgs: &[u8]) -> io::Result<()> {
         while !msgs.is_empty() {
             let [typ, a, b, c, rest @ ..] = msgs else {
@@ -1360,6 +1363,66 @@ mod tests {
             "nothing past the changed record: {}",
             got.len()
         );
+    }
+
+    #[tokio::test]
+    async fn a_change_cipher_spec_after_the_handshake_is_refused() {
+        let pki = pki();
+        let (server, client) = configs(&pki, None, &[&rustls::version::TLS13]);
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let at = listener.local_addr().expect("addr");
+        let acceptor = TlsAcceptor::from(server);
+        tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.expect("accept");
+            let mut tls = acceptor.accept(tcp).await.expect("handshake");
+            for _ in 0..4 {
+                let _ = tls.write_all(&pattern(40_000, 6)).await;
+                let _ = tls.flush().await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            tokio::time::sleep(LIMIT).await;
+        });
+        // A relay that passes the server's records whole and slips a change_cipher_spec
+        // record in once 60,000 bytes have gone by.
+        let relay = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let via = relay.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let (mut down, _) = relay.accept().await.expect("accept");
+            let mut up = TcpStream::connect(at).await.expect("connect");
+            let (mut ur, mut uw) = up.split();
+            let (mut dr, mut dw) = down.split();
+            let to_server = tokio::io::copy(&mut dr, &mut uw);
+            let to_client = async {
+                let (mut seen, mut slipped) = (0, false);
+                let mut header = [0_u8; HEADER];
+                while ur.read_exact(&mut header).await.is_ok() {
+                    let mut body =
+                        vec![0_u8; usize::from(u16::from_be_bytes([header[3], header[4]]))];
+                    if ur.read_exact(&mut body).await.is_err() {
+                        break;
+                    }
+                    if seen > 60_000 && !slipped {
+                        slipped = true;
+                        let _ = dw.write_all(&[20, 3, 3, 0, 1, 1]).await;
+                    }
+                    seen += HEADER + body.len();
+                    if dw.write_all(&header).await.is_err() || dw.write_all(&body).await.is_err() {
+                        break;
+                    }
+                }
+            };
+            let _ = tokio::join!(to_server, to_client);
+        });
+        let tcp = TcpStream::connect(via).await.expect("connect");
+        let session = super::client(client, name(), tcp).await.expect("handshake");
+        let (mut r, _w) = session.into_split();
+        let mut got = Vec::new();
+        let err = tokio::time::timeout(LIMIT, r.read_to_end(&mut got))
+            .await
+            .expect("in time")
+            .expect_err("refused");
+        assert!(err.to_string().contains("change_cipher_spec"), "{err}");
+        assert!(got.len() >= 40_000 && got.len() < 160_000, "{}", got.len());
     }
 
     #[tokio::test]
