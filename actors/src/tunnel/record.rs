@@ -1307,112 +1307,70 @@ mod tests {
         assert_eq!(peer.await.expect("peer"), [21, 3, 3, 0, 2, 2, 50]);
     }
 
-    #[tokio::test]
-    async fn a_record_changed_on_the_way_is_refused() {
-        let pki = pki();
-        let (server, client) = configs(&pki, None, &[&rustls::version::TLS13]);
+    /// A rustls server on loopback that sends `pieces` × 40,000 bytes, 100 ms apart,
+    /// then holds the connection open.
+    async fn rustls_sender(config: Arc<ServerConfig>, pieces: usize) -> std::net::SocketAddr {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let at = listener.local_addr().expect("addr");
-        let acceptor = TlsAcceptor::from(server);
+        let acceptor = TlsAcceptor::from(config);
         tokio::spawn(async move {
             let (tcp, _) = listener.accept().await.expect("accept");
             let mut tls = acceptor.accept(tcp).await.expect("handshake");
-            let _ = tls.write_all(&pattern(200_000, 5)).await;
-            let _ = tls.flush().await;
-            tokio::time::sleep(LIMIT).await;
-        });
-        // A relay that flips one bit 50,000 bytes into what the server sends.
-        let relay = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let via = relay.local_addr().expect("addr");
-        tokio::spawn(async move {
-            let (mut down, _) = relay.accept().await.expect("accept");
-            let mut up = TcpStream::connect(at).await.expect("connect");
-            let (mut ur, mut uw) = up.split();
-            let (mut dr, mut dw) = down.split();
-            let to_server = tokio::io::copy(&mut dr, &mut uw);
-            let to_client = async {
-                let mut seen = 0_usize;
-                let mut buf = vec![0_u8; 8192];
-                loop {
-                    let n = ur.read(&mut buf).await.unwrap_or(0);
-                    if n == 0 {
-                        break;
-                    }
-                    if (seen..seen + n).contains(&50_000) {
-                        buf[50_000 - seen] ^= 0x01;
-                    }
-                    seen += n;
-                    if dw.write_all(&buf[..n]).await.is_err() {
-                        break;
-                    }
-                }
-            };
-            let _ = tokio::join!(to_server, to_client);
-        });
-        let tcp = TcpStream::connect(via).await.expect("connect");
-        let session = super::client(client, name(), tcp).await.expect("handshake");
-        let (mut r, _w) = session.into_split();
-        let mut got = Vec::new();
-        let err = tokio::time::timeout(LIMIT, r.read_to_end(&mut got))
-            .await
-            .expect("in time")
-            .expect_err("refused");
-        assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
-        assert!(
-            got.len() < 50_000,
-            "nothing past the changed record: {}",
-            got.len()
-        );
-    }
-
-    #[tokio::test]
-    async fn a_change_cipher_spec_after_the_handshake_is_refused() {
-        let pki = pki();
-        let (server, client) = configs(&pki, None, &[&rustls::version::TLS13]);
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let at = listener.local_addr().expect("addr");
-        let acceptor = TlsAcceptor::from(server);
-        tokio::spawn(async move {
-            let (tcp, _) = listener.accept().await.expect("accept");
-            let mut tls = acceptor.accept(tcp).await.expect("handshake");
-            for _ in 0..4 {
+            for _ in 0..pieces {
                 let _ = tls.write_all(&pattern(40_000, 6)).await;
                 let _ = tls.flush().await;
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             tokio::time::sleep(LIMIT).await;
         });
-        // A relay that passes the server's records whole and slips a change_cipher_spec
-        // record in once 60,000 bytes have gone by.
+        at
+    }
+
+    /// A relay on loopback to `server` that passes the server's records to the client
+    /// whole, each after `edit` (bytes passed before it, the record with its header).
+    async fn relay(
+        server: std::net::SocketAddr,
+        mut edit: impl FnMut(usize, &mut Vec<u8>) + Send + 'static,
+    ) -> std::net::SocketAddr {
         let relay = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let via = relay.local_addr().expect("addr");
         tokio::spawn(async move {
             let (mut down, _) = relay.accept().await.expect("accept");
-            let mut up = TcpStream::connect(at).await.expect("connect");
+            let mut up = TcpStream::connect(server).await.expect("connect");
             let (mut ur, mut uw) = up.split();
             let (mut dr, mut dw) = down.split();
             let to_server = tokio::io::copy(&mut dr, &mut uw);
             let to_client = async {
-                let (mut seen, mut slipped) = (0, false);
+                let mut passed = 0;
                 let mut header = [0_u8; HEADER];
                 while ur.read_exact(&mut header).await.is_ok() {
-                    let mut body =
-                        vec![0_u8; usize::from(u16::from_be_bytes([header[3], header[4]]))];
-                    if ur.read_exact(&mut body).await.is_err() {
+                    let mut record = header.to_vec();
+                    record.resize(
+                        HEADER + usize::from(u16::from_be_bytes([header[3], header[4]])),
+                        0,
+                    );
+                    if ur.read_exact(&mut record[HEADER..]).await.is_err() {
                         break;
                     }
-                    if seen > 60_000 && !slipped {
-                        slipped = true;
-                        let _ = dw.write_all(&[20, 3, 3, 0, 1, 1]).await;
-                    }
-                    seen += HEADER + body.len();
-                    if dw.write_all(&header).await.is_err() || dw.write_all(&body).await.is_err() {
+                    let len = record.len();
+                    edit(passed, &mut record);
+                    passed += len;
+                    if dw.write_all(&record).await.is_err() {
                         break;
                     }
                 }
             };
             let _ = tokio::join!(to_server, to_client);
         });
+        via
+    }
+
+    /// Our client through `via` until the reader fails; answers the error and the
+    /// plaintext it gave before.
+    async fn read_until_refused(
+        client: Arc<ClientConfig>,
+        via: std::net::SocketAddr,
+    ) -> (io::Error, usize) {
         let tcp = TcpStream::connect(via).await.expect("connect");
         let session = super::client(client, name(), tcp).await.expect("handshake");
         let (mut r, _w) = session.into_split();
@@ -1421,8 +1379,43 @@ mod tests {
             .await
             .expect("in time")
             .expect_err("refused");
+        (err, got.len())
+    }
+
+    #[tokio::test]
+    async fn a_record_changed_on_the_way_is_refused() {
+        let pki = pki();
+        let (server, client) = configs(&pki, None, &[&rustls::version::TLS13]);
+        let at = rustls_sender(server, 4).await;
+        // One bit flipped 50,000 bytes into what the server sends.
+        let via = relay(at, |passed, record| {
+            if (passed..passed + record.len()).contains(&50_000) {
+                record[50_000 - passed] ^= 0x01;
+            }
+        })
+        .await;
+        let (err, got) = read_until_refused(client, via).await;
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
+        assert!(got < 50_000, "nothing past the changed record: {got}");
+    }
+
+    #[tokio::test]
+    async fn a_change_cipher_spec_after_the_handshake_is_refused() {
+        let pki = pki();
+        let (server, client) = configs(&pki, None, &[&rustls::version::TLS13]);
+        let at = rustls_sender(server, 4).await;
+        // A change_cipher_spec record slipped in once 60,000 bytes have gone by.
+        let mut slipped = false;
+        let via = relay(at, move |passed, record| {
+            if passed > 60_000 && !slipped {
+                slipped = true;
+                record.splice(0..0, [20, 3, 3, 0, 1, 1]);
+            }
+        })
+        .await;
+        let (err, got) = read_until_refused(client, via).await;
         assert!(err.to_string().contains("change_cipher_spec"), "{err}");
-        assert!(got.len() >= 40_000 && got.len() < 160_000, "{}", got.len());
+        assert!((40_000..160_000).contains(&got), "{got}");
     }
 
     #[tokio::test]
