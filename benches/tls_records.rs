@@ -1,8 +1,9 @@
 //! What the TLS record path costs in user space, per MiB sent from one side of a
 //! session to the other (no sockets, no kernel): rustls's buffered API as the
-//! daemons use it (through tokio-rustls), against sealing and opening the same
-//! records in place with the same AEAD, which is all a record layer of our own would
-//! have to do. The difference bounds what such a layer could save on the bulk path.
+//! daemons used it (through tokio-rustls) before they had their own record layer
+//! (`actors/src/tunnel/record.rs`), against sealing and opening the same records in
+//! place with the same AEAD, which is the crypto that layer does. The difference
+//! bounds what the layer saves on the bulk path.
 //!
 //! - `rustls_buffered`: the client writes 16 KiB chunks (`writer().write_all`),
 //!   `write_tls` gathers the records, the server takes them in with `read_tls` (which

@@ -232,6 +232,10 @@ async fn drive<C: Unbuffered>(conn: &mut C, tcp: &mut TcpStream) -> Result<Done,
                 failed.get_or_insert(e);
             }
         }
+        if discard > 0 {
+            incoming.copy_within(discard..used, 0);
+            used -= discard;
+        }
         if let Some(e) = &failed {
             // One more round hands over the alert rustls queued (it comes before any
             // input is read again: the bytes that failed would fail again, and rustls
@@ -240,15 +244,7 @@ async fn drive<C: Unbuffered>(conn: &mut C, tcp: &mut TcpStream) -> Result<Done,
                 let _ = tcp.write_all(&outgoing[..out]).await;
                 return Err(e.clone().into());
             }
-            if discard > 0 {
-                incoming.copy_within(discard..used, 0);
-                used -= discard;
-            }
             continue;
-        }
-        if discard > 0 {
-            incoming.copy_within(discard..used, 0);
-            used -= discard;
         }
         if let Some(t) = transmit {
             tcp.write_all(&outgoing[..out]).await?;
