@@ -514,26 +514,23 @@ impl Sealer {
             .map_err(|_| rustls::Error::EncryptError)?
             .to_be_bytes();
         let header = [u8::from(outer), 3, 3, hi, lo];
-        out.clear();
-        out.reserve(HEADER + body);
-        out.extend_from_slice(&header);
+        // Not cleared first: a reused buffer of the same size is not zeroed again,
+        // every byte of it is written below.
+        out.resize(HEADER + body, 0);
+        out[..HEADER].copy_from_slice(&header);
+        let from = HEADER + explicit;
         if self.explicit {
-            out.extend_from_slice(&nonce[NONCE_LEN - 8..]);
+            out[HEADER..from].copy_from_slice(&nonce[NONCE_LEN - 8..]);
         }
-        let mut at = 0;
-        for c in chunks {
-            let (from, to) = (start.max(at), end.min(at + c.len()));
-            if from < to {
-                out.extend_from_slice(&c[from - at..to - at]);
-            }
-            at += c.len();
-        }
-        let nonce = Nonce::assume_unique_for_key(nonce);
-        let sealed = if self.tls13 {
-            // RFC 8446 5.2: the real type after the data, the header as associated data.
-            out.push(u8::from(typ));
-            self.key
-                .seal_in_place_separate_tag(nonce, Aad::from(header), &mut out[HEADER..])
+        let (text, tail) = out[from..].split_at_mut(plain_len);
+        // TLS 1.3 (RFC 8446 5.2): the real type after the data, sealed with it.
+        let inner = [u8::from(typ)];
+        let extra: &[u8] = if self.tls13 { &inner } else { &[] };
+        let aad = if self.tls13 {
+            // The header as associated data.
+            let mut aad = [0_u8; 13];
+            aad[..HEADER].copy_from_slice(&header);
+            (aad, HEADER)
         } else {
             // RFC 5246 6.2.3.3: sequence number, type, version and plaintext length.
             let mut aad = [0_u8; 13];
@@ -541,12 +538,32 @@ impl Sealer {
             aad[8] = u8::from(typ);
             aad[9..11].copy_from_slice(&[3, 3]);
             aad[11..].copy_from_slice(&[(plain_len >> 8) as u8, plain_len as u8]);
-            let from = HEADER + explicit;
-            self.key
-                .seal_in_place_separate_tag(nonce, Aad::from(aad), &mut out[from..])
+            (aad, 13)
         };
-        let tag = sealed.map_err(|_| rustls::Error::EncryptError)?;
-        out.extend_from_slice(tag.as_ref());
+        let aad = Aad::from(&aad.0[..aad.1]);
+        let nonce = Nonce::assume_unique_for_key(nonce);
+        let sealed = match within_one(chunks, start, end) {
+            // The usual case (a record cut from one chunk): sealed straight from the
+            // chunk into the record, no copy of the plaintext first.
+            Some(plain) => self
+                .key
+                .seal_out_of_place_scatter(nonce, aad, plain, text, extra, tail),
+            None => {
+                let mut at = 0;
+                let mut put = 0;
+                for c in chunks {
+                    let (lo, hi) = (start.max(at), end.min(at + c.len()));
+                    if lo < hi {
+                        text[put..put + hi - lo].copy_from_slice(&c[lo - at..hi - at]);
+                        put += hi - lo;
+                    }
+                    at += c.len();
+                }
+                self.key
+                    .seal_in_place_scatter(nonce, aad, text, extra, tail)
+            }
+        };
+        sealed.map_err(|_| rustls::Error::EncryptError)?;
         self.seq += 1;
         Ok(())
     }
@@ -634,6 +651,18 @@ fn whole_record(buf: &[u8]) -> io::Result<Option<(ContentType, usize)>> {
 
 fn invalid(e: impl std::fmt::Display) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e.to_string())
+}
+
+/// Bytes `start..end` of `chunks` taken as one run, when they lie in one chunk.
+fn within_one<'c>(chunks: &[&'c [u8]], start: usize, end: usize) -> Option<&'c [u8]> {
+    let mut at = 0;
+    for c in chunks {
+        if start < at + c.len() {
+            return c.get(start - at..end - at);
+        }
+        at += c.len();
+    }
+    None
 }
 
 /// The reading half: [`AsyncRead`] of the peer's application data.
@@ -1055,13 +1084,17 @@ mod tests {
     }
 
     /// Writes `data` in uneven pieces, then closes.
+    /// Writes `data` in pieces of varied size, each as three slices, so that records
+    /// are cut from one slice and across slices.
     async fn send(mut w: impl AsyncWrite + Unpin, data: &[u8]) {
         let mut at = 0;
         let mut piece = 1;
         while at < data.len() {
             let end = (at + piece).min(data.len());
-            w.write_all(&data[at..end]).await.expect("write");
-            at = end;
+            let (a, rest) = data[at..end].split_at((end - at) / 3);
+            let (b, c) = rest.split_at(rest.len() / 2);
+            let slices = [IoSlice::new(a), IoSlice::new(b), IoSlice::new(c)];
+            at += w.write_vectored(&slices).await.expect("write");
             piece = piece * 7 % 70_001 + 1;
         }
         w.shutdown().await.expect("shutdown");
