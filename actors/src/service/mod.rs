@@ -22,7 +22,7 @@ use arc_swap::ArcSwap;
 use serde_json::{json, Value};
 use slog::{debug, info, warn, Logger};
 use sssonector_config::Config;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::runtime::Handle;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -387,13 +387,25 @@ impl Streams {
 
     /// Sets a stream socket's options: no Nagle delay (streams carry requests and
     /// answers) and TCP keepalive, so a vanished peer does not hold a stream forever.
-    pub fn prepare(&self, socket: &TcpStream) {
-        let _ = socket.set_nodelay(true);
-        let idle = self.keepalive_idle_ms.load(Relaxed);
-        if idle > 0 {
-            let ka = socket2::TcpKeepalive::new().with_time(Duration::from_millis(idle));
-            let _ = socket2::SockRef::from(socket).set_tcp_keepalive(&ka);
+    /// On a listening socket they carry over to every socket it accepts (Linux), so
+    /// a client's streams need no system call for them.
+    pub fn prepare(&self, socket: impl std::os::fd::AsFd) {
+        let socket = socket2::SockRef::from(&socket);
+        let _ = socket.set_tcp_nodelay(true);
+        match self.keepalive_idle_ms.load(Relaxed) {
+            0 => {
+                let _ = socket.set_keepalive(false);
+            }
+            idle => {
+                let ka = socket2::TcpKeepalive::new().with_time(Duration::from_millis(idle));
+                let _ = socket.set_tcp_keepalive(&ka);
+            }
         }
+    }
+
+    /// The keepalive setting [`Self::prepare`] applies, to see it changed.
+    fn keepalive_idle_ms(&self) -> u64 {
+        self.keepalive_idle_ms.load(Relaxed)
     }
 }
 
@@ -511,7 +523,15 @@ async fn accept(
         }
     };
     let name: Arc<str> = name.into();
+    // The keepalive setting the listener's options carry, for the sockets it accepts.
+    let mut tuned = None;
     loop {
+        let streams = &hub.streams;
+        if tuned != Some(streams.keepalive_idle_ms()) {
+            // At the start, and after a reload changed it: from the next connection on.
+            tuned = Some(streams.keepalive_idle_ms());
+            streams.prepare(&listener);
+        }
         let accepted = tokio::select! {
             () = cancel.cancelled() => return,
             a = listener.accept() => a,
@@ -531,14 +551,12 @@ async fn accept(
                 continue;
             }
         };
-        let streams = &hub.streams;
         if !hub.stats.streams.try_open(streams.limit()) {
             warn!(log, "stream refused"; "code" => ErrorCode::ConnLimit,
                 "limit" => streams.limit());
             let _ = socket2::SockRef::from(&socket).set_linger(Some(Duration::ZERO));
             continue;
         }
-        streams.prepare(&socket);
         let hub = hub.clone();
         let name = name.clone();
         let log = log.clone();
@@ -562,6 +580,33 @@ async fn accept(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What `prepare` set on a listening socket, every socket it accepts has, also
+    /// after a reload changed it.
+    #[test]
+    fn accepted_sockets_take_the_listeners_options() {
+        let streams = Streams::default();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let at = listener.local_addr().expect("addr");
+        let accepted = |idle_ms| {
+            streams.keepalive_idle_ms.store(idle_ms, Relaxed);
+            streams.prepare(&listener);
+            let client = std::net::TcpStream::connect(at).expect("connect");
+            (listener.accept().expect("accept").0, client)
+        };
+        let (socket, _client) = accepted(45_000);
+        let s = socket2::SockRef::from(&socket);
+        assert!(s.tcp_nodelay().expect("nodelay"));
+        assert!(s.keepalive().expect("keepalive"));
+        assert_eq!(
+            s.tcp_keepalive_time().expect("idle"),
+            Duration::from_secs(45)
+        );
+        let (socket, _client) = accepted(0);
+        let s = socket2::SockRef::from(&socket);
+        assert!(s.tcp_nodelay().expect("nodelay"));
+        assert!(!s.keepalive().expect("keepalive off after the change"));
+    }
 
     #[test]
     fn the_limit_admits_that_many_and_counts_each_refusal() {
