@@ -20,11 +20,6 @@ use sssonector_actors::Error;
 
 use crate::cli::{CertCommand, Cli, Command, ConfigCommand};
 
-/// mimalloc rather than glibc's malloc: the stream and packet paths allocate on
-/// several threads at once, where it measured cheaper (see README, Performance).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let status = match cli.command {
