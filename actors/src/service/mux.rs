@@ -14,9 +14,11 @@
 //!   queued without blocking by whoever handed bytes to a socket.
 //!
 //! An idle stream holds no buffer: chunks are taken only when the socket has bytes,
-//! and the pending buffer is freed once written.
+//! and pending bytes wait in pooled chunks that go back to the pool once written (a
+//! buffer grown and freed each time a backend fell behind cost page faults and
+//! copies on every regrowth).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
@@ -45,8 +47,8 @@ const GRANT_AT: u32 = STREAM_WINDOW / 4;
 /// Refusals and grants that may wait for the writer before the peer is judged to
 /// be flooding the session with stream opens it cannot have.
 const CONTROL_MAX: usize = 65_536;
-/// A pending buffer larger than this is freed, not kept, once written.
-const PENDING_KEEP: usize = STREAM_CHUNK;
+/// Pending chunks one write to the socket takes at most.
+const PENDING_WRITE: usize = 8;
 
 const PEER_FIN: u8 = 1;
 const RESET: u8 = 2;
@@ -85,9 +87,10 @@ pub struct Stream {
     flow: Arc<Flow>,
 }
 
+/// Bytes for the socket in pooled chunks; `start` of the first are out.
 #[derive(Debug, Default)]
 struct Pending {
-    buf: Vec<u8>,
+    chunks: VecDeque<Chunk>,
     start: usize,
 }
 
@@ -141,8 +144,19 @@ impl Stream {
         }
         if !data.is_empty() {
             let mut p = self.pending.lock().expect("pending lock not poisoned");
-            p.buf.extend_from_slice(data);
             self.pending_len.fetch_add(data.len(), Release);
+            while !data.is_empty() {
+                let n = match p.chunks.back_mut() {
+                    Some(last) if last.room() > 0 => last.fill(data),
+                    _ => {
+                        let mut chunk = mux.hub.pool.get_small();
+                        let n = chunk.fill(data);
+                        p.chunks.push_back(chunk);
+                        n
+                    }
+                };
+                data = &data[n..];
+            }
             drop(p);
             self.wake.notify_one();
         }
@@ -151,24 +165,32 @@ impl Stream {
     /// Writes pending bytes until the socket is full.
     fn flush_pending(self: &Arc<Self>, socket: &TcpStream, mux: &Mux) -> io::Result<()> {
         let mut p = self.pending.lock().expect("pending lock not poisoned");
-        while p.start < p.buf.len() {
-            match socket.try_write(&p.buf[p.start..]) {
-                Ok(n) => {
-                    p.start += n;
-                    self.pending_len.fetch_sub(n, Release);
-                    self.consumed(n, mux);
-                }
+        while !p.chunks.is_empty() {
+            let mut slices = [io::IoSlice::new(&[]); PENDING_WRITE];
+            for (slice, c) in slices.iter_mut().zip(&p.chunks) {
+                *slice = io::IoSlice::new(c.frames());
+            }
+            slices[0] = io::IoSlice::new(&p.chunks[0].frames()[p.start..]);
+            let used = p.chunks.len().min(PENDING_WRITE);
+            let mut n = match socket.try_write_vectored(&slices[..used]) {
+                Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => return Err(e),
+            };
+            self.pending_len.fetch_sub(n, Release);
+            self.consumed(n, mux);
+            while n > 0 {
+                let left = p.chunks[0].frames().len() - p.start;
+                if n < left {
+                    p.start += n;
+                    break;
+                }
+                n -= left;
+                p.start = 0;
+                if let Some(done) = p.chunks.pop_front() {
+                    mux.hub.pool.put(done);
+                }
             }
-        }
-        if p.start == p.buf.len() {
-            if p.buf.capacity() > PENDING_KEEP {
-                p.buf = Vec::new();
-            } else {
-                p.buf.clear();
-            }
-            p.start = 0;
         }
         Ok(())
     }

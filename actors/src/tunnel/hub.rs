@@ -94,8 +94,17 @@ impl Chunk {
         &self.buf[..self.len]
     }
 
-    fn room(&self) -> usize {
+    /// Bytes that still fit.
+    pub fn room(&self) -> usize {
         self.buf.len() - self.len
+    }
+
+    /// Appends as much of `bytes` as fits, as they are (no frame header); how much.
+    pub fn fill(&mut self, bytes: &[u8]) -> usize {
+        let n = bytes.len().min(self.room());
+        self.buf[self.len..self.len + n].copy_from_slice(&bytes[..n]);
+        self.len += n;
+        n
     }
 
     /// IP bytes of the packets in it; 0 for stream and control frames.
