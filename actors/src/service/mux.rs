@@ -18,7 +18,7 @@
 //! buffer grown and freed each time a backend fell behind cost page faults and
 //! copies on every regrowth).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::io;
 use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
@@ -38,6 +38,7 @@ use crate::error::ErrorCode;
 use crate::ratelimit::{Flow, Throttle};
 use crate::tunnel::codec::{self, Frame, HEADER, STREAM_WINDOW, T_STREAM_CLOSE, T_STREAM_OPEN};
 use crate::tunnel::hub::{Chunk, Hub, STREAM_CHUNK};
+use crate::tunnel::write_queue::WriteQueue;
 
 /// Most data bytes one `StreamData` frame carries: a pooled stream chunk's worth.
 pub const DATA_MAX: usize = STREAM_CHUNK - HEADER - 4;
@@ -87,12 +88,8 @@ pub struct Stream {
     flow: Arc<Flow>,
 }
 
-/// Bytes for the socket in pooled chunks; `start` of the first are out.
-#[derive(Debug, Default)]
-struct Pending {
-    chunks: VecDeque<Chunk>,
-    start: usize,
-}
+/// Bytes for the socket, in pooled chunks.
+type Pending = WriteQueue<Chunk>;
 
 impl Stream {
     pub(crate) fn new(id: u32, service: &str, flow: Arc<Flow>) -> Self {
@@ -146,12 +143,12 @@ impl Stream {
             let mut p = self.pending.lock().expect("pending lock not poisoned");
             self.pending_len.fetch_add(data.len(), Release);
             while !data.is_empty() {
-                let n = match p.chunks.back_mut() {
+                let n = match p.last_mut() {
                     Some(last) if last.room() > 0 => last.fill(data),
                     _ => {
                         let mut chunk = mux.hub.pool.get_small();
                         let n = chunk.fill(data);
-                        p.chunks.push_back(chunk);
+                        p.push(chunk);
                         n
                     }
                 };
@@ -165,32 +162,17 @@ impl Stream {
     /// Writes pending bytes until the socket is full.
     fn flush_pending(self: &Arc<Self>, socket: &TcpStream, mux: &Mux) -> io::Result<()> {
         let mut p = self.pending.lock().expect("pending lock not poisoned");
-        while !p.chunks.is_empty() {
+        while !p.is_empty() {
             let mut slices = [io::IoSlice::new(&[]); PENDING_WRITE];
-            for (slice, c) in slices.iter_mut().zip(&p.chunks) {
-                *slice = io::IoSlice::new(c.frames());
-            }
-            slices[0] = io::IoSlice::new(&p.chunks[0].frames()[p.start..]);
-            let used = p.chunks.len().min(PENDING_WRITE);
-            let mut n = match socket.try_write_vectored(&slices[..used]) {
+            let used = p.slices(&mut slices);
+            let n = match socket.try_write_vectored(&slices[..used]) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) => return Err(e),
             };
             self.pending_len.fetch_sub(n, Release);
             self.consumed(n, mux);
-            while n > 0 {
-                let left = p.chunks[0].frames().len() - p.start;
-                if n < left {
-                    p.start += n;
-                    break;
-                }
-                n -= left;
-                p.start = 0;
-                if let Some(done) = p.chunks.pop_front() {
-                    mux.hub.pool.put(done);
-                }
-            }
+            p.advance(n, |done| mux.hub.pool.put(done));
         }
         Ok(())
     }

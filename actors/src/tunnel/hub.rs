@@ -171,6 +171,13 @@ fn write_header(out: &mut [u8], kind: u8, len: usize) {
     out.copy_from_slice(&[kind, len[1], len[2], len[3]]);
 }
 
+impl AsRef<[u8]> for Chunk {
+    /// The encoded frames (or bytes) it holds.
+    fn as_ref(&self) -> &[u8] {
+        self.frames()
+    }
+}
+
 /// Chunks for reuse, in two sizes: [`CHUNK`] for packets and [`STREAM_CHUNK`] for
 /// stream data. Lock-free queues, so getting and returning one costs no lock.
 #[derive(Debug)]

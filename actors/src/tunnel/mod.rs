@@ -4,7 +4,8 @@
 //! server's decision; `handshake` its I/O; `hub` the per-packet path between the TUN
 //! device and the sessions; `stats` the counters; `access` the access-control
 //! decisions (allow lists, layer-3 destinations); `refusal` what a refused peer is
-//! told and what the audit log is told.
+//! told and what the audit log is told; `write_queue` the buffers waiting for a
+//! socket.
 
 pub mod access;
 pub mod busy;
@@ -17,3 +18,4 @@ pub mod refusal;
 pub mod session;
 pub mod stats;
 pub mod tls;
+pub mod write_queue;

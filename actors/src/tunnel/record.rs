@@ -19,7 +19,6 @@
 //! asks; the reader follows the peer's. Session tickets that arrive after the
 //! handshake go to rustls, so the next handshake can resume.
 
-use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -45,6 +44,8 @@ use rustls::{
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
+
+use super::write_queue::WriteQueue;
 
 /// TLS's largest record plaintext.
 const MAX_FRAGMENT: usize = 16 * 1024;
@@ -355,8 +356,7 @@ impl Tls {
                 tcp: w,
                 sealer,
                 shared,
-                pending: VecDeque::new(),
-                front: 0,
+                pending: WriteQueue::default(),
                 spare: Vec::new(),
                 updates: 0,
                 closed: false,
@@ -526,21 +526,20 @@ impl Sealer {
         // TLS 1.3 (RFC 8446 5.2): the real type after the data, sealed with it.
         let inner = [u8::from(typ)];
         let extra: &[u8] = if self.tls13 { &inner } else { &[] };
-        let aad = if self.tls13 {
+        let mut aad = [0_u8; 13];
+        let aad_len = if self.tls13 {
             // The header as associated data.
-            let mut aad = [0_u8; 13];
             aad[..HEADER].copy_from_slice(&header);
-            (aad, HEADER)
+            HEADER
         } else {
             // RFC 5246 6.2.3.3: sequence number, type, version and plaintext length.
-            let mut aad = [0_u8; 13];
             aad[..8].copy_from_slice(&self.seq.to_be_bytes());
             aad[8] = u8::from(typ);
             aad[9..11].copy_from_slice(&[3, 3]);
             aad[11..].copy_from_slice(&[(plain_len >> 8) as u8, plain_len as u8]);
-            (aad, 13)
+            aad.len()
         };
-        let aad = Aad::from(&aad.0[..aad.1]);
+        let aad = Aad::from(&aad[..aad_len]);
         let nonce = Nonce::assume_unique_for_key(nonce);
         let sealed = match within_one(chunks, start, end) {
             // The usual case (a record cut from one chunk): sealed straight from the
@@ -817,9 +816,8 @@ pub struct RecordWriter {
     tcp: OwnedWriteHalf,
     sealer: Sealer,
     shared: Arc<Shared>,
-    /// Sealed records not yet written; `front` bytes of the first are out.
-    pending: VecDeque<Vec<u8>>,
-    front: usize,
+    /// Sealed records not yet written.
+    pending: WriteQueue<Vec<u8>>,
     /// Written records' buffers, for the next ones.
     spare: Vec<Vec<u8>>,
     /// Key updates sent.
@@ -839,7 +837,7 @@ impl RecordWriter {
         self.sealer
             .seal(typ, chunks, range, &mut record)
             .map_err(invalid)?;
-        self.pending.push_back(record);
+        self.pending.push(record);
         Ok(())
     }
 
@@ -847,27 +845,13 @@ impl RecordWriter {
     fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while !self.pending.is_empty() {
             let mut slices = [IoSlice::new(&[]); WRITE_BATCH + 2];
-            let mut n = 0;
-            for (slot, r) in slices.iter_mut().zip(&self.pending) {
-                *slot = IoSlice::new(if n == 0 { &r[self.front..] } else { r });
-                n += 1;
-            }
-            let mut wrote = ready!(Pin::new(&mut self.tcp).poll_write_vectored(cx, &slices[..n]))?;
+            let n = self.pending.slices(&mut slices);
+            let wrote = ready!(Pin::new(&mut self.tcp).poll_write_vectored(cx, &slices[..n]))?;
             if wrote == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
-            while wrote > 0 {
-                let left = self.pending[0].len() - self.front;
-                if wrote < left {
-                    self.front += wrote;
-                    break;
-                }
-                wrote -= left;
-                self.front = 0;
-                if let Some(done) = self.pending.pop_front() {
-                    self.spare.push(done);
-                }
-            }
+            let spare = &mut self.spare;
+            self.pending.advance(wrote, |done| spare.push(done));
         }
         Poll::Ready(Ok(()))
     }
@@ -1083,9 +1067,8 @@ mod tests {
             .collect()
     }
 
-    /// Writes `data` in uneven pieces, then closes.
-    /// Writes `data` in pieces of varied size, each as three slices, so that records
-    /// are cut from one slice and across slices.
+    /// Writes `data` in pieces of varied size, each as three slices (so that records
+    /// are cut from one slice and across slices), then closes.
     async fn send(mut w: impl AsyncWrite + Unpin, data: &[u8]) {
         let mut at = 0;
         let mut piece = 1;
