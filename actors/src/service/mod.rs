@@ -527,9 +527,10 @@ async fn accept(
     let mut tuned = None;
     loop {
         let streams = &hub.streams;
-        if tuned != Some(streams.keepalive_idle_ms()) {
+        let idle = streams.keepalive_idle_ms();
+        if tuned != Some(idle) {
             // At the start, and after a reload changed it: from the next connection on.
-            tuned = Some(streams.keepalive_idle_ms());
+            tuned = Some(idle);
             streams.prepare(&listener);
         }
         let accepted = tokio::select! {

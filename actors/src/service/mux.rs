@@ -14,9 +14,9 @@
 //!   queued without blocking by whoever handed bytes to a socket.
 //!
 //! An idle stream holds no buffer: chunks are taken only when the socket has bytes,
-//! and pending bytes wait in pooled chunks that go back to the pool once written (a
-//! buffer grown and freed each time a backend fell behind cost page faults and
-//! copies on every regrowth).
+//! and pending bytes wait in pooled chunks that go back to the pool once written, so
+//! a backend that falls behind again and again reuses warm buffers rather than
+//! growing a fresh one (page faults, realloc copies) each time.
 
 use std::collections::HashMap;
 use std::io;

@@ -484,7 +484,7 @@ impl Sealer {
     }
 
     /// Seals bytes `start..end` of `chunks` taken as one run (at most
-    /// [`MAX_FRAGMENT`]) as one record of type `typ`, into `out` (cleared first).
+    /// [`MAX_FRAGMENT`]) as one record of type `typ`; `out` becomes the record.
     fn seal(
         &mut self,
         typ: ContentType,
