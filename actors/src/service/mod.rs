@@ -32,6 +32,7 @@ use crate::balancer::Balancer;
 use crate::drain::{Drain, DrainToken};
 use crate::error::ErrorCode;
 use crate::tunnel::access::AllowList;
+use crate::tunnel::handshake::tune_socket;
 use crate::tunnel::hub::Hub;
 use crate::tunnel::stats::{DurationHistogram, Durations};
 
@@ -385,22 +386,13 @@ impl Streams {
         }
     }
 
-    /// Sets a stream socket's options: no Nagle delay (streams carry requests and
-    /// answers) and TCP keepalive, so a vanished peer does not hold a stream forever.
-    /// On a listening socket they carry over to every socket it accepts (Linux), so
-    /// a client's streams need no system call for them.
+    /// Sets a stream socket's options as the tunnel's are set ([`tune_socket`]), with
+    /// the keepalive setting now: a vanished peer does not hold a stream forever. Set
+    /// on a client's listening socket, they carry over to every stream it accepts,
+    /// with no system call per stream.
     pub fn prepare(&self, socket: impl std::os::fd::AsFd) {
-        let socket = socket2::SockRef::from(&socket);
-        let _ = socket.set_tcp_nodelay(true);
-        match self.keepalive_idle_ms.load(Relaxed) {
-            0 => {
-                let _ = socket.set_keepalive(false);
-            }
-            idle => {
-                let ka = socket2::TcpKeepalive::new().with_time(Duration::from_millis(idle));
-                let _ = socket.set_tcp_keepalive(&ka);
-            }
-        }
+        let idle = self.keepalive_idle_ms.load(Relaxed);
+        tune_socket(socket, (idle > 0).then(|| Duration::from_millis(idle)));
     }
 
     /// The keepalive setting [`Self::prepare`] applies, to see it changed.
@@ -603,6 +595,11 @@ mod tests {
             s.tcp_keepalive_time().expect("idle"),
             Duration::from_secs(45)
         );
+        assert_eq!(
+            s.tcp_keepalive_interval().expect("interval"),
+            Duration::from_secs(10)
+        );
+        assert_eq!(s.tcp_keepalive_retries().expect("retries"), 3);
         let (socket, _client) = accepted(0);
         let s = socket2::SockRef::from(&socket);
         assert!(s.tcp_nodelay().expect("nodelay"));

@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use super::codec::{self, Frame};
 use crate::error::ErrorCode;
@@ -173,17 +172,25 @@ impl CertSummary {
     }
 }
 
-/// Socket options for a tunnel connection: no Nagle delay (frames are already
-/// batched), and TCP keepalive after `keepalive_idle` when enabled.
-pub fn tune_socket(stream: &TcpStream, keepalive_idle: Option<Duration>) {
-    let _ = stream.set_nodelay(true);
-    if let Some(idle) = keepalive_idle {
-        let sock = socket2::SockRef::from(stream);
-        let ka = socket2::TcpKeepalive::new()
-            .with_time(idle)
-            .with_interval(Duration::from_secs(10))
-            .with_retries(3);
-        let _ = sock.set_tcp_keepalive(&ka);
+/// Socket options for a tunnel or stream connection: no Nagle delay (frames are
+/// already batched, streams carry requests and answers), and TCP keepalive after
+/// `keepalive_idle` (a probe every 10 s, dead after 3 unanswered), or none. On a
+/// listening socket they carry over to every socket it accepts (Linux).
+pub fn tune_socket(socket: impl std::os::fd::AsFd, keepalive_idle: Option<Duration>) {
+    let sock = socket2::SockRef::from(&socket);
+    let _ = sock.set_tcp_nodelay(true);
+    match keepalive_idle {
+        Some(idle) => {
+            let ka = socket2::TcpKeepalive::new()
+                .with_time(idle)
+                .with_interval(Duration::from_secs(10))
+                .with_retries(3);
+            let _ = sock.set_tcp_keepalive(&ka);
+        }
+        // A new socket has none; a listener may have had it before a reload.
+        None => {
+            let _ = sock.set_keepalive(false);
+        }
     }
 }
 

@@ -541,22 +541,18 @@ impl Sealer {
         };
         let aad = Aad::from(&aad[..aad_len]);
         let nonce = Nonce::assume_unique_for_key(nonce);
-        let sealed = match within_one(chunks, start, end) {
+        let mut run = pieces(chunks, start, end);
+        let sealed = match (run.next(), run.next()) {
             // The usual case (a record cut from one chunk): sealed straight from the
             // chunk into the record, no copy of the plaintext first.
-            Some(plain) => self
+            (Some(plain), None) => self
                 .key
                 .seal_out_of_place_scatter(nonce, aad, plain, text, extra, tail),
-            None => {
-                let mut at = 0;
+            _ => {
                 let mut put = 0;
-                for c in chunks {
-                    let (lo, hi) = (start.max(at), end.min(at + c.len()));
-                    if lo < hi {
-                        text[put..put + hi - lo].copy_from_slice(&c[lo - at..hi - at]);
-                        put += hi - lo;
-                    }
-                    at += c.len();
+                for piece in pieces(chunks, start, end) {
+                    text[put..put + piece.len()].copy_from_slice(piece);
+                    put += piece.len();
                 }
                 self.key
                     .seal_in_place_scatter(nonce, aad, text, extra, tail)
@@ -652,16 +648,20 @@ fn invalid(e: impl std::fmt::Display) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e.to_string())
 }
 
-/// Bytes `start..end` of `chunks` taken as one run, when they lie in one chunk.
-fn within_one<'c>(chunks: &[&'c [u8]], start: usize, end: usize) -> Option<&'c [u8]> {
+/// The pieces of `chunks`, each a non-empty part of one chunk, that make up bytes
+/// `start..end` of them taken as one run.
+fn pieces<'a, 'c: 'a>(
+    chunks: &'a [&'c [u8]],
+    start: usize,
+    end: usize,
+) -> impl Iterator<Item = &'c [u8]> + 'a {
     let mut at = 0;
-    for c in chunks {
-        if start < at + c.len() {
-            return c.get(start - at..end - at);
-        }
+    chunks.iter().filter_map(move |&c| {
+        let base = at;
         at += c.len();
-    }
-    None
+        let (lo, hi) = (start.max(base), end.min(at));
+        (lo < hi).then(|| &c[lo - base..hi - base])
+    })
 }
 
 /// The reading half: [`AsyncRead`] of the peer's application data.
@@ -979,6 +979,17 @@ mod tests {
     use tokio_rustls::{TlsAcceptor, TlsConnector};
 
     const LIMIT: Duration = Duration::from_secs(20);
+
+    #[test]
+    fn a_run_is_cut_into_the_parts_of_the_chunks_it_covers() {
+        let chunks: [&[u8]; 4] = [b"abc", b"", b"defg", b"hi"];
+        let run = |start, end| pieces(&chunks, start, end).collect::<Vec<_>>();
+        assert_eq!(run(1, 3), [&b"bc"[..]]);
+        assert_eq!(run(3, 7), [&b"defg"[..]]);
+        assert_eq!(run(2, 8), [&b"c"[..], b"defg", b"h"]);
+        assert_eq!(run(0, 9), [&b"abc"[..], b"defg", b"hi"]);
+        assert!(run(4, 4).is_empty());
+    }
 
     struct Pki {
         roots: Arc<RootCertStore>,
