@@ -230,3 +230,23 @@ fn config_check_reports_bad_list_items_and_wrong_sections_in_operator_words() {
     }
     assert_operator_words(&stderr);
 }
+
+#[test]
+fn demo_help_describes_both_demos_and_what_duration_does() {
+    let out = run(&["demo", "--help"]);
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout).replace('\n', " ");
+    let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+    for expected in [
+        "As root",
+        "two network namespaces",
+        "TUN tunnel",
+        "ping",
+        "Without root, or with --loopback",
+        "mutual-TLS echo on loopback",
+        "tunnel's traffic (default 5s)",
+        "loopback echo (default: until Ctrl-C)",
+    ] {
+        assert!(help.contains(expected), "missing {expected:?} in:\n{help}");
+    }
+}
