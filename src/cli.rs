@@ -31,8 +31,17 @@ pub enum Command {
         #[command(subcommand)]
         command: CertCommand,
     },
-    /// A throwaway demonstration with embedded configuration: certificates, a server
-    /// and a client, traffic, live figures until Ctrl-C.
+    /// A throwaway demonstration with embedded configuration, no files needed.
+    ///
+    /// As root (with /dev/net/tun): makes throwaway certificates and two network
+    /// namespaces joined by a veth pair, starts a server and a client daemon in them,
+    /// brings up the TUN tunnel between them, pings across it both ways, streams TCP
+    /// through it with live figures every second, then stops the daemons and removes
+    /// the namespaces.
+    ///
+    /// Without root, or with --loopback: a mutual-TLS echo on loopback between a
+    /// server and a client built from the same embedded configuration, with
+    /// handshake and throughput figures every second.
     Demo(DemoArgs),
     /// Send a command to a running daemon's control socket (`ctl help` lists them).
     Ctl(CtlArgs),
@@ -92,10 +101,11 @@ pub struct CertInitArgs {
 /// `demo` arguments.
 #[derive(Args, Debug)]
 pub struct DemoArgs {
-    /// Stop after this long (e.g. `10s`) instead of waiting for Ctrl-C.
+    /// How long traffic runs, e.g. `10s`: the tunnel's traffic (default 5s) or the
+    /// loopback echo (default: until Ctrl-C).
     #[arg(long, value_name = "DURATION", value_parser = humantime_duration)]
     pub duration: Option<std::time::Duration>,
-    /// Run the mutual-TLS echo on loopback instead of the tunnel (no root needed).
+    /// Run the mutual-TLS echo on loopback even as root, instead of the tunnel.
     #[arg(long)]
     pub loopback: bool,
 }

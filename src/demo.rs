@@ -1,11 +1,11 @@
 //! `sssonector demo`: SSSonector's main job with an embedded default, no files needed.
 //!
-//! Makes throwaway certificates in a temporary folder, builds a server and a client
-//! configuration from the embedded YAML below, and runs a mutual-TLS 1.3 echo between
-//! them on loopback with live figures every second until Ctrl-C (or `--duration`).
-//! Each round is a fresh handshake followed by a bulk echo, so both the handshake
-//! rate and the throughput show. The tunnel work will replace the echo with two real
-//! daemons and a TUN tunnel.
+//! As root it runs the real tunnel between two namespaces ([`crate::demo_tunnel`]).
+//! Otherwise, or with `--loopback`, it makes throwaway certificates in a temporary
+//! folder, builds a server and a client configuration from the embedded YAML below,
+//! and runs a mutual-TLS 1.3 echo between them on loopback with live figures every
+//! second until Ctrl-C (or `--duration`). Each round is a fresh handshake followed by
+//! a bulk echo, so both the handshake rate and the throughput show.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -134,3 +134,119 @@ fn completions_are_printed_for_bash() {
         "{script}"
     );
 }
+
+/// Runs `config check` on `yaml` (certificates from the examples) and returns its
+/// standard error after asserting it refused the file.
+fn refused(yaml: &str) -> String {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let certs = repo().join("config/examples/certs");
+    let file = dir.path().join("mixed.yaml");
+    let text = yaml.replace("CERTS", &certs.display().to_string());
+    std::fs::write(&file, text).expect("written");
+    let out = check(&file, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    stderr
+}
+
+/// Wording that only a Rust programmer would understand.
+const INTERNALS: [&str; 9] = [
+    "variant",
+    "String(",
+    "invalid type: ",
+    "enum ",
+    "struct ",
+    "u32",
+    "u64",
+    "sequence",
+    "untagged",
+];
+
+fn assert_operator_words(stderr: &str) {
+    for word in INTERNALS {
+        assert!(
+            !stderr.contains(word),
+            "Rust internals {word:?} in:\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn config_check_reports_type_errors_durations_typos_and_prefixes_at_once() {
+    let stderr = refused(
+        "mode: sever\n\
+         network: { address: 10.99.0.1/33, mtu: mtu }\n\
+         tunnel:\n  listen_prot: 8443\n  keepalive: 30\n  cert_file: CERTS/server.crt\n  key_file: CERTS/server.key\n  ca_file: CERTS/ca.crt\n\
+         connection: { max_connections: lots, connect_timeout: 10, retry_interval: soon }\n\
+         security: { deny_cidrs: [\"2001:db8::/129\"] }\n\
+         loging: { level: debug }\n",
+    );
+    for expected in [
+        "mode: unknown value 'sever', expected one of server, client",
+        "network.address: \"10.99.0.1/33\": prefix length 33 is longer than 32",
+        "network.mtu: expected a whole number",
+        "tunnel.listen_prot: unknown key, did you mean `listen_port`?",
+        "tunnel.keepalive: \"30\": time unit needed",
+        "connection.max_connections: expected a whole number",
+        "connection.connect_timeout: \"10\": time unit needed",
+        "connection.retry_interval: \"soon\"",
+        "security.deny_cidrs[0]: \"2001:db8::/129\": prefix length 129 is longer than 128",
+        "loging: unknown key, did you mean `logging`?",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
+    }
+    assert_operator_words(&stderr);
+}
+
+#[test]
+fn config_check_reports_bad_list_items_and_wrong_sections_in_operator_words() {
+    let stderr = refused(
+        "mode: client\n\
+         network: { address: 10.99.0.2/24, routes: [10.1.0.0/16, 5] }\n\
+         tunnel:\n  server_name: s\n  servers: [{ address: \"a:1\", weight: heavy }, { weight: 2 }, \"b:2\"]\n  cert_file: CERTS/client1.crt\n  key_file: CERTS/client1.key\n  ca_file: CERTS/ca.crt\n  compression: gzip\n\
+         services:\n  - { name: web, listen: \"127.0.0.1:8080\", strategy: random }\n\
+         balancer: 5\n\
+         throttle: { enabled: maybe, services: { web: { rat: 10 } } }\n\
+         logging: { level: loud }\n",
+    );
+    for expected in [
+        "tunnel.servers[0].weight: expected a whole number",
+        "tunnel.servers[1].address: missing",
+        "tunnel.servers[2]: expected a section",
+        "tunnel.compression: unknown value 'gzip', expected one of none, lz4, zstd",
+        "services[0].strategy: unknown value 'random', expected one of round_robin, least_connections, weighted_round_robin",
+        "balancer: expected a section",
+        "throttle.enabled: expected true or false, found 'maybe'",
+        "throttle.services.web.rat: unknown key, did you mean `rate`?",
+        "logging.level: unknown value 'loud', expected one of error, warn, info, debug, trace",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
+    }
+    assert_operator_words(&stderr);
+}
+
+#[test]
+fn demo_help_describes_both_demos_and_what_duration_does() {
+    let out = run(&["demo", "--help"]);
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout).replace('\n', " ");
+    let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
+    for expected in [
+        "As root",
+        "two network namespaces",
+        "TUN tunnel",
+        "ping",
+        "Without root, or with --loopback",
+        "mutual-TLS echo on loopback",
+        "tunnel's traffic (default 5s)",
+        "loopback echo (default: until Ctrl-C)",
+    ] {
+        assert!(help.contains(expected), "missing {expected:?} in:\n{help}");
+    }
+}

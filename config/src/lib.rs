@@ -9,6 +9,7 @@
 //! - [`schema`]: the sections and fields, defaults in [`schema::defaults`].
 //! - [`value`]: value types checked after parsing ([`Parsed`], [`Port`], [`HostPort`]).
 //! - `load`: file + environment → [`Config`], or [`LoadError`] with every problem.
+//! - `tree`: the file as a value tree and the deserializer that words its errors.
 //! - `validate`: the rules; [`Problem`] is one violation.
 //! - `diff`: [`Change`]s between two configurations, each with its [`Component`].
 //! - `secret`: [`Secret`], printed as `***` everywhere.
@@ -19,6 +20,7 @@ mod diff;
 mod load;
 pub mod schema;
 mod secret;
+mod tree;
 mod validate;
 pub mod value;
 

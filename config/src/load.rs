@@ -13,10 +13,13 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use std::rc::Rc;
+
 use config::{Environment, File, FileFormat, Map, Value};
-use serde::de::DeserializeOwned;
+use serde::Deserialize;
 
 use crate::schema::Config;
+use crate::tree::{path_string, unknown_key, ErrorKind, Seg, Tree, TreeDe, UnknownKeys};
 use crate::validate::{self, Problem};
 
 /// Prefix of environment overrides.
@@ -125,108 +128,76 @@ fn format_of(path: &Path) -> Result<FileFormat, LoadError> {
     }
 }
 
-/// Deserializes each section on its own, so a wrong type in one section does not hide
-/// the problems of the others, collects every unknown key, then validates.
-fn from_tree(mut root: Map<String, Value>, base: &Path) -> Result<Config, LoadError> {
+/// Deserializes the schema from the file's tree in rounds, so that one wrong value does
+/// not hide the others: each round's error is recorded and the bad value taken out (it
+/// then takes its default) until the schema deserializes; a missing required key gets
+/// an empty placeholder so the rest of its item is still checked. Then every unknown
+/// key is reported and the result validated.
+fn from_tree(root: Map<String, Value>, base: &Path) -> Result<Config, LoadError> {
+    let mut tree = Tree::Table(root.into_iter().map(|(k, v)| (k, v.into())).collect());
     let mut problems = Vec::new();
-    let mut broken = Vec::new();
-    let mut config = Config::default();
-    section(
-        &mut root,
-        "mode",
-        &mut config.mode,
-        &mut problems,
-        &mut broken,
-    );
-    section(
-        &mut root,
-        "network",
-        &mut config.network,
-        &mut problems,
-        &mut broken,
-    );
-    section(
-        &mut root,
-        "tunnel",
-        &mut config.tunnel,
-        &mut problems,
-        &mut broken,
-    );
-    section(
-        &mut root,
-        "services",
-        &mut config.services,
-        &mut problems,
-        &mut broken,
-    );
-    section(
-        &mut root,
-        "connection",
-        &mut config.connection,
-        &mut problems,
-        &mut broken,
-    );
-    section(
-        &mut root,
-        "balancer",
-        &mut config.balancer,
-        &mut problems,
-        &mut broken,
-    );
-    section(
-        &mut root,
-        "breaker",
-        &mut config.breaker,
-        &mut problems,
-        &mut broken,
-    );
-    section(
-        &mut root,
-        "throttle",
-        &mut config.throttle,
-        &mut problems,
-        &mut broken,
-    );
-    section(
-        &mut root,
-        "security",
-        &mut config.security,
-        &mut problems,
-        &mut broken,
-    );
-    section(
-        &mut root,
-        "monitor",
-        &mut config.monitor,
-        &mut problems,
-        &mut broken,
-    );
-    section(
-        &mut root,
-        "control",
-        &mut config.control,
-        &mut problems,
-        &mut broken,
-    );
-    section(
-        &mut root,
-        "logging",
-        &mut config.logging,
-        &mut problems,
-        &mut broken,
-    );
-    let mut unknown: Vec<_> = root.into_keys().collect();
-    unknown.sort();
-    for key in unknown {
-        problems.push(Problem::new(&key, "unknown key"));
+    // Key paths whose value was replaced: validating the replacement would only add
+    // noise such as "missing" for a key the file did set.
+    let mut replaced: Vec<String> = Vec::new();
+    // List items taken out, by the list's path, as positions in the file.
+    let mut taken: Vec<(String, usize)> = Vec::new();
+    let mut placeholders: Vec<Vec<Seg>> = Vec::new();
+    let mut config = None;
+    // Each round takes a node out or adds one placeholder, so this many always do.
+    for _ in 0..=2 * tree.count() {
+        let unknown = UnknownKeys::default();
+        let err = match Config::deserialize(TreeDe::root(tree.clone(), Rc::clone(&unknown))) {
+            Ok(c) => {
+                for (path, known) in unknown.take() {
+                    let key = match path.last() {
+                        Some(Seg::Key(k)) => k.clone(),
+                        _ => String::new(),
+                    };
+                    problems.push(Problem::new(&path_string(&path), unknown_key(&key, known)));
+                }
+                config = Some(c);
+                break;
+            }
+            Err(e) => e,
+        };
+        let mut path = err.path.clone().unwrap_or_default();
+        if placeholders.contains(&path) {
+            // The key needs more than a placeholder: drop the item holding it.
+            path.pop();
+        } else {
+            problems.push(Problem::new(&path_string(&path), err.message()));
+            if let ErrorKind::Missing(_) = err.kind {
+                if let Some((Seg::Key(key), parent)) = path.split_last() {
+                    if let Some(Tree::Table(t)) = tree.get_mut(parent) {
+                        t.insert(key.clone(), Tree::Text(String::new()));
+                        placeholders.push(path.clone());
+                        replaced.push(path_string(&path));
+                        continue;
+                    }
+                }
+                path.pop();
+            }
+        }
+        replaced.push(path_string(&path));
+        if let Some((Seg::Index(i), list)) = path.split_last() {
+            taken.push((path_string(list), *i));
+        }
+        if !tree.remove(&path) {
+            break;
+        }
     }
+    let Some(mut config) = config else {
+        return Err(LoadError::Invalid(problems));
+    };
     config.resolve_paths(base);
-    // A section that failed to deserialize holds defaults; checking those would only
-    // add noise such as "missing" for keys the file did set.
     problems.extend(
         validate::validate(&config)
             .into_iter()
-            .filter(|p| !broken.contains(&section_of(&p.path))),
+            .map(|mut p| {
+                p.path = in_file(&p.path, &taken);
+                p
+            })
+            .filter(|p| !replaced.iter().any(|r| r.is_empty() || within(&p.path, r))),
     );
     if problems.is_empty() {
         Ok(config)
@@ -235,36 +206,44 @@ fn from_tree(mut root: Map<String, Value>, base: &Path) -> Result<Config, LoadEr
     }
 }
 
-/// Deserializes `root[key]` into `slot` if present, recording unknown keys and the
-/// first type error with their full key paths. On a type error `slot` keeps its
-/// default and `key` is added to `broken`.
-fn section<T: DeserializeOwned>(
-    root: &mut Map<String, Value>,
-    key: &'static str,
-    slot: &mut T,
-    problems: &mut Vec<Problem>,
-    broken: &mut Vec<&'static str>,
-) {
-    let Some(value) = root.remove(key) else {
-        return;
-    };
-    let mut unknown = Vec::new();
-    let mut track = serde_path_to_error::Track::new();
-    let tracked = serde_path_to_error::Deserializer::new(value, &mut track);
-    let result = serde_ignored::deserialize(tracked, |path| {
-        unknown.push(join(key, &path.to_string()));
-    });
-    for path in unknown {
-        problems.push(Problem::new(&path, "unknown key"));
+/// Whether `path` is `outer` or a key below it.
+fn within(path: &str, outer: &str) -> bool {
+    path.strip_prefix(outer)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+}
+
+/// Renumbers the list items of a validation path (positions in the loaded lists) as
+/// positions in the file, given the items `taken` out of each list.
+fn in_file(path: &str, taken: &[(String, usize)]) -> String {
+    if taken.is_empty() {
+        return path.to_string();
     }
-    match result {
-        Ok(v) => *slot = v,
-        Err(e) => {
-            broken.push(key);
-            let path = join(key, &track.path().to_string());
-            problems.push(Problem::new(&path, clean_type_error(&e.to_string())));
+    let mut out = String::new();
+    let mut rest = path;
+    while let Some(open) = rest.find('[') {
+        out.push_str(&rest[..open]);
+        let Some(close) = rest[open..].find(']').map(|c| open + c) else {
+            break;
+        };
+        match rest[open + 1..close].parse::<usize>() {
+            Ok(loaded) => {
+                let gone: Vec<usize> = taken
+                    .iter()
+                    .filter(|(list, _)| *list == out)
+                    .map(|(_, i)| *i)
+                    .collect();
+                let file = (0..)
+                    .filter(|i| !gone.contains(i))
+                    .nth(loaded)
+                    .expect("an unbounded range has an nth item");
+                out.push_str(&format!("[{file}]"));
+            }
+            Err(_) => out.push_str(&rest[open..=close]),
         }
+        rest = &rest[close + 1..];
     }
+    out.push_str(rest);
+    out
 }
 
 impl Config {
@@ -290,28 +269,35 @@ impl Config {
     }
 }
 
-fn section_of(path: &str) -> &str {
-    path.split(['.', '[']).next().unwrap_or_default()
-}
+#[cfg(test)]
+mod tests {
+    use super::{in_file, within};
 
-fn join(section: &str, rest: &str) -> String {
-    if rest.is_empty() || rest == "." {
-        section.to_string()
-    } else if rest.starts_with('[') {
-        format!("{section}{rest}")
-    } else {
-        format!("{section}.{rest}")
+    #[test]
+    fn validation_paths_count_list_items_as_the_file_does() {
+        let taken = vec![
+            ("tunnel.servers".to_string(), 0),
+            ("tunnel.servers".to_string(), 2),
+            ("services[1].endpoints".to_string(), 0),
+        ];
+        assert_eq!(
+            in_file("tunnel.servers[0].weight", &taken),
+            "tunnel.servers[1].weight"
+        );
+        assert_eq!(in_file("tunnel.servers[1]", &taken), "tunnel.servers[3]");
+        assert_eq!(
+            in_file("services[1].endpoints[0].address", &taken),
+            "services[1].endpoints[1].address"
+        );
+        assert_eq!(in_file("network.routes[0]", &taken), "network.routes[0]");
+        assert_eq!(in_file("mode", &[]), "mode");
     }
-}
 
-/// The `config` crate appends ` for key ...` with a partial path; ours is complete.
-fn clean_type_error(message: &str) -> String {
-    match message.find(" for key `") {
-        Some(i) => {
-            let tail = &message[i..];
-            let origin = tail.find(" in ").map(|j| &tail[j..]).unwrap_or("");
-            format!("{}{}", &message[..i], origin)
-        }
-        None => message.to_string(),
+    #[test]
+    fn a_replaced_value_covers_the_keys_below_it() {
+        assert!(within("services[0].name", "services[0]"));
+        assert!(within("services[0]", "services[0]"));
+        assert!(!within("services[0]x", "services[0]"));
+        assert!(!within("services[1].name", "services[0]"));
     }
 }

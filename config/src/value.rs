@@ -30,8 +30,32 @@ where
     /// Parses `raw`, keeping the error for validation to report.
     pub fn parse(raw: impl Into<String>) -> Self {
         let raw = raw.into();
-        let value = raw.trim().parse::<T>().map_err(|e| e.to_string());
+        let value = raw
+            .trim()
+            .parse::<T>()
+            .map_err(|e| explain(raw.trim(), e.to_string()));
         Self { raw, value }
+    }
+}
+
+/// Says what is wrong with an address the standard parsers only call "invalid IP
+/// address syntax": most often a prefix length longer than the address.
+fn explain(raw: &str, err: String) -> String {
+    if !err.contains("invalid IP address syntax") {
+        return err;
+    }
+    let Some((addr, len)) = raw.split_once('/') else {
+        return err;
+    };
+    let max = match addr.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(_)) => 32,
+        Ok(std::net::IpAddr::V6(_)) => 128,
+        Err(_) => return format!("{addr} is not an IP address"),
+    };
+    match len.parse::<u32>() {
+        Ok(len) if len > max => format!("prefix length {len} is longer than {max}"),
+        Ok(_) => err,
+        Err(_) => format!("prefix length {len:?} is not a number"),
     }
 }
 
@@ -136,9 +160,16 @@ pub struct HumanDuration(pub Duration);
 impl FromStr for HumanDuration {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
+        use humantime::DurationError as E;
         humantime::parse_duration(s)
             .map(HumanDuration)
-            .map_err(|e| format!("{e} (write e.g. 500ms, 30s, 1m)"))
+            .map_err(|e| match e {
+                // These name a character position, which reads as gibberish here.
+                E::InvalidCharacter(_) | E::NumberExpected(_) | E::Empty => {
+                    "not a duration (write e.g. 500ms, 30s, 1m)".to_string()
+                }
+                e => format!("{e} (write e.g. 500ms, 30s, 1m)"),
+            })
     }
 }
 
@@ -237,26 +268,51 @@ impl fmt::Display for FileMode {
 }
 
 /// Deserializes a list that may also be written as one comma-separated string, which
-/// is how environment overrides spell lists (`SSSONECTOR_NETWORK__ROUTES=a,b`).
+/// is how environment overrides spell lists (`SSSONECTOR_NETWORK__ROUTES=a,b`). An
+/// empty value is an empty list.
 pub(crate) fn list_or_csv<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
 where
     D: Deserializer<'de>,
     T: Deserialize<'de> + FromStr,
     T::Err: fmt::Display,
 {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Either<T> {
-        List(Vec<T>),
-        Csv(String),
+    d.deserialize_any(ListOrCsv(std::marker::PhantomData))
+}
+
+/// A visitor rather than an untagged enum: it keeps each item's own error and key
+/// path, where an untagged enum only says that no form matched.
+struct ListOrCsv<T>(std::marker::PhantomData<T>);
+
+impl<'de, T> serde::de::Visitor<'de> for ListOrCsv<T>
+where
+    T: Deserialize<'de> + FromStr,
+    T::Err: fmt::Display,
+{
+    type Value = Vec<T>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a list or a comma-separated text")
     }
-    match Either::<T>::deserialize(d)? {
-        Either::List(v) => Ok(v),
-        Either::Csv(s) if s.trim().is_empty() => Ok(Vec::new()),
-        Either::Csv(s) => s
-            .split(',')
-            .map(|item| item.trim().parse::<T>().map_err(serde::de::Error::custom))
-            .collect(),
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Vec<T>, E> {
+        Ok(Vec::new())
+    }
+
+    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Vec<T>, E> {
+        if s.trim().is_empty() {
+            return Ok(Vec::new());
+        }
+        s.split(',')
+            .map(|item| item.trim().parse::<T>().map_err(E::custom))
+            .collect()
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(items)
     }
 }
 
@@ -310,5 +366,21 @@ mod tests {
         assert_eq!(d.duration(), Duration::from_secs(90));
         let bad: Parsed<HumanDuration> = Parsed::parse("30");
         assert!(bad.error().expect("no unit is an error").contains("30s"));
+    }
+
+    #[test]
+    fn a_prefix_longer_than_the_address_says_so() {
+        let cases = [
+            ("10.0.0.0/33", "prefix length 33 is longer than 32"),
+            ("2001:db8::/129", "prefix length 129 is longer than 128"),
+            ("10.0.0.300/24", "10.0.0.300 is not an IP address"),
+            ("10.0.0.0/x", "prefix length \"x\" is not a number"),
+        ];
+        for (text, message) in cases {
+            let net: Parsed<ipnet::IpNet> = Parsed::parse(text);
+            assert_eq!(net.error(), Some(message), "{text}");
+        }
+        let ok: Parsed<ipnet::IpNet> = Parsed::parse("10.0.0.0/32");
+        assert_eq!(ok.error(), None);
     }
 }

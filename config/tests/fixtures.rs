@@ -1,5 +1,6 @@
 //! The loader against the fixture folders: every valid file loads, every invalid file
-//! is refused with exactly the key paths its `# expect:` line lists.
+//! is refused with exactly the key paths its `# expect:` line lists, each of its
+//! `# message:` lines begins one of the problems, and no problem is worded in Rust.
 
 use std::path::{Path, PathBuf};
 
@@ -49,11 +50,43 @@ fn every_invalid_fixture_reports_exactly_its_expected_paths() {
         let mut want: Vec<&str> = expect_line.split(", ").collect();
         want.sort();
         let err = load(&file, &[]).expect_err("invalid fixture must be refused");
-        let mut got: Vec<String> = err.problems().into_iter().map(|p| p.path).collect();
+        let problems = err.problems();
+        let mut got: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
         got.sort();
         assert_eq!(got, want, "{}: {err}", file.display());
+        let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        for message in text.lines().filter_map(|l| l.strip_prefix("# message: ")) {
+            assert!(
+                lines.iter().any(|l| l.starts_with(message)),
+                "{}: no problem reads {message:?} in {lines:#?}",
+                file.display()
+            );
+        }
+        for line in &lines {
+            for internal in RUST_INTERNALS {
+                assert!(
+                    !line.contains(internal),
+                    "{}: Rust wording {internal:?} in {line:?}",
+                    file.display()
+                );
+            }
+        }
     }
 }
+
+/// Wording from serde and the `config` crate that means nothing to an operator.
+const RUST_INTERNALS: [&str; 10] = [
+    "variant",
+    "String(",
+    "invalid type: ",
+    "enum ",
+    "struct ",
+    "u32",
+    "u64",
+    "sequence",
+    "untagged",
+    " at 0",
+];
 
 #[test]
 fn problems_quote_the_bad_value() {
