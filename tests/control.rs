@@ -120,6 +120,10 @@ fn every_command_answers_over_the_real_socket() {
     assert_eq!(limits["data"]["limiters"], json!([]), "{limits}");
     let reply = ctl.call(21, "limits.set", json!({"rate": 1000}));
     assert_eq!(error_code(&reply), "E_NOT_AVAILABLE", "{reply}");
+    assert_eq!(
+        reply["error"]["message"], "throttle.enabled is false",
+        "{reply}"
+    );
     let reply = ctl.call(22, "limits.set", json!({"rate": "fast"}));
     assert_eq!(error_code(&reply), "E_BAD_ARGS", "{reply}");
     let reply = ctl.call(30, "endpoint.add", json!({"service": "web"}));
