@@ -199,9 +199,58 @@ fn bad_input_gets_its_error_code_and_the_connection_keeps_serving() {
             String::from_utf8_lossy(line)
         );
     }
-    // Blank lines are skipped; the same connection still answers.
-    ctl.send_raw(b"\n\n");
+    // The same connection still answers.
     assert_eq!(ctl.call(7, "status", json!({}))["ok"], true);
+}
+
+#[test]
+fn a_duplicate_key_at_any_depth_is_refused_and_names_the_key() {
+    let server = TestServer::start("");
+    let mut ctl = Control::connect(&socket(&server));
+    let table: [(&[u8], &str); 4] = [
+        (b"{\"id\":1,\"command\":\"status\",\"command\":\"stop\"}\n", "command"),
+        (b"{\"id\":1,\"id\":2,\"command\":\"status\"}\n", "id"),
+        (
+            b"{\"id\":1,\"command\":\"log.level\",\"args\":{\"level\":\"info\",\"level\":\"trace\"}}\n",
+            "level",
+        ),
+        (
+            b"{\"id\":1,\"command\":\"status\",\"args\":{},\"x\":[{\"deep\":1,\"deep\":2}]}\n",
+            "deep",
+        ),
+    ];
+    for (line, key) in table {
+        ctl.send_raw(line);
+        let reply = ctl.read_reply().expect("a reply, not a hang-up");
+        let shown = String::from_utf8_lossy(line);
+        assert_eq!(error_code(&reply), "E_BAD_REQUEST", "{shown}");
+        let message = reply["error"]["message"].as_str().expect("message");
+        assert!(
+            message.contains(&format!("duplicate key \"{key}\"")),
+            "{shown}: {message}"
+        );
+    }
+    // The duplicate `command` did not stop the daemon, nor change the log level.
+    assert_eq!(ctl.call(2, "status", json!({}))["ok"], true);
+    let level = ctl.call(3, "log.level", json!({}));
+    assert_ne!(level["data"]["level"], "trace", "{level}");
+    assert_eq!(
+        Control::connect(&socket(&server)).call(4, "version", json!({}))["ok"],
+        true
+    );
+}
+
+#[test]
+fn an_empty_or_blank_line_gets_a_reply_not_silence() {
+    let server = TestServer::start("");
+    let mut ctl = Control::connect(&socket(&server));
+    for line in [&b"\n"[..], b"   \t \n", b"\r\n"] {
+        ctl.send_raw(line);
+        let reply = ctl.read_reply().expect("a reply, not a hang-up");
+        assert_eq!(error_code(&reply), "E_BAD_REQUEST", "{line:?}");
+        assert_eq!(reply["id"], Value::Null, "{reply}");
+    }
+    assert_eq!(ctl.call(5, "status", json!({}))["ok"], true);
 }
 
 #[test]

@@ -15,6 +15,7 @@
 //! daemon is written to the audit log with the caller's uid and pid (SO_PEERCRED).
 
 pub mod protocol;
+mod unique;
 
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener as StdUnixListener, UnixStream as StdUnixStream};
@@ -400,7 +401,6 @@ async fn serve_client(stream: UnixStream, router: Router, idle: Duration, log: L
                     false,
                     false,
                 ),
-                Ok(Ok(Line::Complete)) if line.trim_ascii().is_empty() => continue,
                 Ok(Ok(Line::Complete)) => {
                     let (reply, stop) = answer(&line, &router, uid, pid, &log).await;
                     (reply, false, stop)
