@@ -467,3 +467,57 @@ fn the_socket_takes_the_configured_mode_from_an_environment_override() {
     daemon.signal(nix::sys::signal::Signal::SIGTERM);
     assert_eq!(daemon.wait_exit(WAIT), Some(0));
 }
+
+/// A file whose `mode` differs from the running one is refused as a whole with
+/// `E_RESTART_REQUIRED`, whether the rest of it suits the new mode or not, through
+/// `ctl reload` and SIGHUP alike; the server's configuration stays in force.
+#[test]
+fn a_reload_that_changes_mode_answers_restart_required_and_keeps_the_running_config() {
+    let mut server = TestServer::start("");
+    let original = std::fs::read_to_string(&server.config).expect("config read");
+    let client_file = "mode: client\n\
+         network: { address: 10.99.0.2/24 }\n\
+         tunnel: { servers: [{ address: \"127.0.0.1:18443\" }], server_name: s, cert_file: c.crt, key_file: c.key, ca_file: ca.crt }\n\
+         control: { socket: ctl.sock, idle_timeout: 2s }\n";
+    // The operator's edit: only the mode line, the rest still a server's.
+    let flipped = original.replace("mode: server", "mode: client");
+    let mut ctl = Control::connect(&socket(&server));
+    for (n, text) in [client_file.to_string(), flipped.clone()]
+        .iter()
+        .enumerate()
+    {
+        std::fs::write(&server.config, text).expect("config rewritten");
+        let reply = ctl.call(n as u64, "reload", json!({}));
+        assert_eq!(error_code(&reply), "E_RESTART_REQUIRED", "{text}\n{reply}");
+        assert!(
+            reply["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("mode")),
+            "{reply}"
+        );
+    }
+    server.daemon.drain();
+    server.daemon.signal(nix::sys::signal::Signal::SIGHUP);
+    let refused = server
+        .daemon
+        .wait_for("reload refused, running configuration kept", WAIT);
+    assert_eq!(refused["code"], "E_RESTART_REQUIRED", "{refused}");
+    let status = ctl.call(9, "status", json!({}));
+    assert_eq!(status["data"]["mode"], "server", "{status}");
+    assert_eq!(
+        status["data"]["components"]["tunnel"], "running",
+        "{status}"
+    );
+    // A later edit of a live key is diffed against the running server config.
+    std::fs::write(
+        &server.config,
+        original.replace("level: info", "level: debug"),
+    )
+    .expect("config rewritten");
+    let reply = ctl.call(10, "reload", json!({}));
+    assert_eq!(reply["ok"], true, "{reply}");
+    assert_eq!(
+        reply["data"]["changes"][0]["key"], "logging.level",
+        "{reply}"
+    );
+}
