@@ -84,11 +84,16 @@ pub(crate) fn exchange(socket: &Path, request: &Value, timeout: Duration) -> Res
         .map_err(|e| Error::io(socket, e))?;
     let mut bytes = serde_json::to_vec(request).expect("a JSON value serializes");
     bytes.push(b'\n');
-    stream.write_all(&bytes).map_err(|e| Error::io(socket, e))?;
+    // A daemon that refuses the connection (E_CONN_LIMIT) writes its reply and closes
+    // before reading: the write then fails, but the reply is there to be read.
+    let written = stream.write_all(&bytes);
     let mut line = String::new();
-    let n = BufReader::new(&stream)
-        .read_line(&mut line)
-        .map_err(|e| Error::io(socket, e))?;
+    let read = BufReader::new(&stream).read_line(&mut line);
+    let n = match (read, written) {
+        (Ok(n), _) if n > 0 => n,
+        (_, Err(e)) => return Err(Error::io(socket, e)),
+        (read, Ok(())) => read.map_err(|e| Error::io(socket, e))?,
+    };
     if n == 0 {
         let closed = std::io::Error::new(
             std::io::ErrorKind::UnexpectedEof,

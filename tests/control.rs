@@ -521,3 +521,105 @@ fn a_reload_that_changes_mode_answers_restart_required_and_keeps_the_running_con
         "{reply}"
     );
 }
+
+/// The daemon's resident memory, bytes, from /proc.
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status read");
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS");
+    kb * 1024
+}
+
+/// 300 idle clients: the first `control.max_connections` (64) are served, every one
+/// beyond gets one `E_CONN_LIMIT` line and is closed, memory stays bounded, and once a
+/// few served clients leave `ctl status` is answered again.
+#[test]
+fn control_connections_beyond_the_cap_are_refused_and_memory_stays_bounded() {
+    use std::io::Read;
+    use std::os::unix::net::UnixStream;
+    const CAP: usize = 64;
+    const CLIENTS: usize = 300;
+    let dir = tempfile::tempdir().expect("temp dir");
+    common::cert_init(dir.path(), "s", &["c"]);
+    let config = common::server_yaml(dir.path(), "");
+    let text = std::fs::read_to_string(&config).expect("config read");
+    std::fs::write(
+        &config,
+        text.replace("idle_timeout: 2s", "idle_timeout: 60s"),
+    )
+    .expect("config written");
+    let mut daemon = common::Daemon::start(&config);
+    daemon.wait_for("daemon started", WAIT);
+    let path = dir.path().join("ctl.sock");
+    let sock = path.to_str().expect("utf-8");
+    let ctl = |args: &[&str]| common::run(&[&["ctl", "--socket", sock], args].concat());
+    let before = rss_bytes(daemon.pid());
+
+    let mut streams: Vec<UnixStream> = (0..CLIENTS)
+        .map(|_| UnixStream::connect(&path).expect("connects"))
+        .collect();
+    for s in &streams {
+        s.set_nonblocking(true).expect("non-blocking");
+    }
+    // Each stream either has a refusal then end of input, or nothing yet (served).
+    let mut refused = vec![false; CLIENTS];
+    let deadline = Instant::now() + WAIT;
+    while refused.iter().filter(|r| **r).count() < CLIENTS - CAP && Instant::now() < deadline {
+        for i in 0..CLIENTS {
+            if refused[i] {
+                continue;
+            }
+            let mut got = Vec::new();
+            match streams[i].read_to_end(&mut got) {
+                Ok(_) => {
+                    let reply: Value = serde_json::from_slice(&got)
+                        .unwrap_or_else(|e| panic!("client {i}: {e}: {got:?}"));
+                    assert_eq!(error_code(&reply), "E_CONN_LIMIT", "client {i}");
+                    assert_eq!(got.iter().filter(|&&b| b == b'\n').count(), 1);
+                    refused[i] = true;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("client {i}: {e}"),
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let during = rss_bytes(daemon.pid());
+    let served = refused.iter().filter(|r| !**r).count();
+    assert_eq!(served, CAP, "clients served at once");
+    assert!(
+        refused[CAP..].iter().all(|r| *r),
+        "the first {CAP} are served"
+    );
+    println!(
+        "rss before {} KiB, with {CLIENTS} clients {} KiB",
+        before / 1024,
+        during / 1024
+    );
+    assert!(
+        during < before + 16 * 1024 * 1024,
+        "rss grew from {before} to {during} bytes"
+    );
+
+    // Full: the CLI hears the refusal and exits non-zero.
+    let full = ctl(&["status"]);
+    assert_ne!(full.status.code(), Some(0));
+    let said =
+        String::from_utf8_lossy(&full.stderr).to_string() + &String::from_utf8_lossy(&full.stdout);
+    assert!(said.contains("E_CONN_LIMIT"), "{said}");
+    // A few served clients leave; the CLI is answered again.
+    streams.truncate(CAP - 4);
+    let deadline = Instant::now() + WAIT;
+    let mut status = ctl(&["status"]);
+    while status.status.code() != Some(0) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        status = ctl(&["status"]);
+    }
+    assert_eq!(status.status.code(), Some(0), "{status:?}");
+    let scrape = ctl(&["--json", "metrics"]);
+    let metrics = String::from_utf8_lossy(&scrape.stdout);
+    assert!(metrics.contains("E_CONN_LIMIT"), "{metrics}");
+}

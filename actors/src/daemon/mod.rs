@@ -396,9 +396,11 @@ impl Daemon {
         };
         let c = &self.config.control;
         let (path, mode, idle) = (c.socket.clone(), c.mode.get().0, c.idle_timeout.duration());
+        let max = usize::try_from(c.max_connections).unwrap_or(usize::MAX);
         let log = self.log.new(slog::o!("actor" => "control"));
         let token = self.drain.as_ref().and_then(Drain::token);
-        let actor = ControlSocketActor::new(path, mode, idle, listener, router, log, token);
+        let actor = ControlSocketActor::new(path, mode, idle, listener, router, log, token)
+            .with_max_connections(max);
         self.control = Some(supervise::start(
             actor,
             "control",
