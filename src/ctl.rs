@@ -109,6 +109,7 @@ pub(crate) fn exchange(socket: &Path, request: &Value, timeout: Duration) -> Res
 fn render(command: &str, data: &Value) -> String {
     let mut lines = Vec::new();
     if command == "help" {
+        let mut rows = Vec::new();
         for c in data["commands"].as_array().into_iter().flatten() {
             let args: Vec<String> = c["args"]
                 .as_array()
@@ -128,11 +129,13 @@ fn render(command: &str, data: &Value) -> String {
                 })
                 .collect();
             let usage = format!("{} {}", c["name"].as_str().unwrap_or("?"), args.join(" "));
-            lines.push(format!(
-                "  {:<58} {}",
-                usage.trim_end(),
-                c["summary"].as_str().unwrap_or("")
-            ));
+            let summary = c["summary"].as_str().unwrap_or("");
+            rows.push((usage.trim_end().to_string(), summary));
+        }
+        // The description column starts after the longest usage, so none runs into it.
+        let width = rows.iter().map(|(u, _)| u.len()).max().unwrap_or(0);
+        for (usage, summary) in rows {
+            lines.push(format!("  {usage:<width$}  {summary}"));
         }
     } else {
         flatten("", data, &mut lines);

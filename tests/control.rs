@@ -623,3 +623,38 @@ fn control_connections_beyond_the_cap_are_refused_and_memory_stays_bounded() {
     let metrics = String::from_utf8_lossy(&scrape.stdout);
     assert!(metrics.contains("E_CONN_LIMIT"), "{metrics}");
 }
+
+/// `ctl help` is a two-column table: every command's description starts in the same
+/// column, however long its usage.
+#[test]
+fn ctl_help_puts_every_description_in_one_column() {
+    let server = TestServer::start("");
+    let sock = socket(&server);
+    let out = common::run(&["ctl", "--socket", sock.to_str().expect("utf-8"), "help"]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let mut ctl = Control::connect(&sock);
+    let help = ctl.call(1, "help", json!({}));
+    let commands = help["data"]["commands"].as_array().expect("commands");
+    let mut columns = Vec::new();
+    for c in commands {
+        let (name, summary) = (
+            c["name"].as_str().expect("name"),
+            c["summary"].as_str().expect("summary"),
+        );
+        let line = text
+            .lines()
+            .find(|l| l.trim_start().split(' ').next() == Some(name))
+            .unwrap_or_else(|| panic!("no line for {name}:\n{text}"));
+        let at = line.rfind(summary).unwrap_or_else(|| panic!("{line}"));
+        assert!(
+            line[..at].ends_with("  "),
+            "usage and description run together: {line}"
+        );
+        columns.push((at, line.to_string()));
+    }
+    let first = columns[0].0;
+    for (at, line) in &columns {
+        assert_eq!(*at, first, "not aligned:\n{text}\n{line}");
+    }
+}
