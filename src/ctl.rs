@@ -84,11 +84,16 @@ pub(crate) fn exchange(socket: &Path, request: &Value, timeout: Duration) -> Res
         .map_err(|e| Error::io(socket, e))?;
     let mut bytes = serde_json::to_vec(request).expect("a JSON value serializes");
     bytes.push(b'\n');
-    stream.write_all(&bytes).map_err(|e| Error::io(socket, e))?;
+    // A daemon that refuses the connection (E_CONN_LIMIT) writes its reply and closes
+    // before reading: the write then fails, but the reply is there to be read.
+    let written = stream.write_all(&bytes);
     let mut line = String::new();
-    let n = BufReader::new(&stream)
-        .read_line(&mut line)
-        .map_err(|e| Error::io(socket, e))?;
+    let read = BufReader::new(&stream).read_line(&mut line);
+    let n = match (read, written) {
+        (Ok(n), _) if n > 0 => n,
+        (_, Err(e)) => return Err(Error::io(socket, e)),
+        (read, Ok(())) => read.map_err(|e| Error::io(socket, e))?,
+    };
     if n == 0 {
         let closed = std::io::Error::new(
             std::io::ErrorKind::UnexpectedEof,
@@ -104,6 +109,7 @@ pub(crate) fn exchange(socket: &Path, request: &Value, timeout: Duration) -> Res
 fn render(command: &str, data: &Value) -> String {
     let mut lines = Vec::new();
     if command == "help" {
+        let mut rows = Vec::new();
         for c in data["commands"].as_array().into_iter().flatten() {
             let args: Vec<String> = c["args"]
                 .as_array()
@@ -123,11 +129,13 @@ fn render(command: &str, data: &Value) -> String {
                 })
                 .collect();
             let usage = format!("{} {}", c["name"].as_str().unwrap_or("?"), args.join(" "));
-            lines.push(format!(
-                "  {:<58} {}",
-                usage.trim_end(),
-                c["summary"].as_str().unwrap_or("")
-            ));
+            let summary = c["summary"].as_str().unwrap_or("");
+            rows.push((usage.trim_end().to_string(), summary));
+        }
+        // The description column starts after the longest usage, so none runs into it.
+        let width = rows.iter().map(|(u, _)| u.len()).max().unwrap_or(0);
+        for (usage, summary) in rows {
+            lines.push(format!("  {usage:<width$}  {summary}"));
         }
     } else {
         flatten("", data, &mut lines);

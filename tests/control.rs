@@ -120,6 +120,10 @@ fn every_command_answers_over_the_real_socket() {
     assert_eq!(limits["data"]["limiters"], json!([]), "{limits}");
     let reply = ctl.call(21, "limits.set", json!({"rate": 1000}));
     assert_eq!(error_code(&reply), "E_NOT_AVAILABLE", "{reply}");
+    assert_eq!(
+        reply["error"]["message"], "throttle.enabled is false",
+        "{reply}"
+    );
     let reply = ctl.call(22, "limits.set", json!({"rate": "fast"}));
     assert_eq!(error_code(&reply), "E_BAD_ARGS", "{reply}");
     let reply = ctl.call(30, "endpoint.add", json!({"service": "web"}));
@@ -195,9 +199,58 @@ fn bad_input_gets_its_error_code_and_the_connection_keeps_serving() {
             String::from_utf8_lossy(line)
         );
     }
-    // Blank lines are skipped; the same connection still answers.
-    ctl.send_raw(b"\n\n");
+    // The same connection still answers.
     assert_eq!(ctl.call(7, "status", json!({}))["ok"], true);
+}
+
+#[test]
+fn a_duplicate_key_at_any_depth_is_refused_and_names_the_key() {
+    let server = TestServer::start("");
+    let mut ctl = Control::connect(&socket(&server));
+    let table: [(&[u8], &str); 4] = [
+        (b"{\"id\":1,\"command\":\"status\",\"command\":\"stop\"}\n", "command"),
+        (b"{\"id\":1,\"id\":2,\"command\":\"status\"}\n", "id"),
+        (
+            b"{\"id\":1,\"command\":\"log.level\",\"args\":{\"level\":\"info\",\"level\":\"trace\"}}\n",
+            "level",
+        ),
+        (
+            b"{\"id\":1,\"command\":\"status\",\"args\":{},\"x\":[{\"deep\":1,\"deep\":2}]}\n",
+            "deep",
+        ),
+    ];
+    for (line, key) in table {
+        ctl.send_raw(line);
+        let reply = ctl.read_reply().expect("a reply, not a hang-up");
+        let shown = String::from_utf8_lossy(line);
+        assert_eq!(error_code(&reply), "E_BAD_REQUEST", "{shown}");
+        let message = reply["error"]["message"].as_str().expect("message");
+        assert!(
+            message.contains(&format!("duplicate key \"{key}\"")),
+            "{shown}: {message}"
+        );
+    }
+    // The duplicate `command` did not stop the daemon, nor change the log level.
+    assert_eq!(ctl.call(2, "status", json!({}))["ok"], true);
+    let level = ctl.call(3, "log.level", json!({}));
+    assert_ne!(level["data"]["level"], "trace", "{level}");
+    assert_eq!(
+        Control::connect(&socket(&server)).call(4, "version", json!({}))["ok"],
+        true
+    );
+}
+
+#[test]
+fn an_empty_or_blank_line_gets_a_reply_not_silence() {
+    let server = TestServer::start("");
+    let mut ctl = Control::connect(&socket(&server));
+    for line in [&b"\n"[..], b"   \t \n", b"\r\n"] {
+        ctl.send_raw(line);
+        let reply = ctl.read_reply().expect("a reply, not a hang-up");
+        assert_eq!(error_code(&reply), "E_BAD_REQUEST", "{line:?}");
+        assert_eq!(reply["id"], Value::Null, "{reply}");
+    }
+    assert_eq!(ctl.call(5, "status", json!({}))["ok"], true);
 }
 
 #[test]
@@ -413,4 +466,195 @@ fn the_socket_takes_the_configured_mode_from_an_environment_override() {
     assert_eq!(mode & 0o777, 0o660);
     daemon.signal(nix::sys::signal::Signal::SIGTERM);
     assert_eq!(daemon.wait_exit(WAIT), Some(0));
+}
+
+/// A file whose `mode` differs from the running one is refused as a whole with
+/// `E_RESTART_REQUIRED`, whether the rest of it suits the new mode or not, through
+/// `ctl reload` and SIGHUP alike; the server's configuration stays in force.
+#[test]
+fn a_reload_that_changes_mode_answers_restart_required_and_keeps_the_running_config() {
+    let mut server = TestServer::start("");
+    let original = std::fs::read_to_string(&server.config).expect("config read");
+    let client_file = "mode: client\n\
+         network: { address: 10.99.0.2/24 }\n\
+         tunnel: { servers: [{ address: \"127.0.0.1:18443\" }], server_name: s, cert_file: c.crt, key_file: c.key, ca_file: ca.crt }\n\
+         control: { socket: ctl.sock, idle_timeout: 2s }\n";
+    // The operator's edit: only the mode line, the rest still a server's.
+    let flipped = original.replace("mode: server", "mode: client");
+    let mut ctl = Control::connect(&socket(&server));
+    for (n, text) in [client_file.to_string(), flipped.clone()]
+        .iter()
+        .enumerate()
+    {
+        std::fs::write(&server.config, text).expect("config rewritten");
+        let reply = ctl.call(n as u64, "reload", json!({}));
+        assert_eq!(error_code(&reply), "E_RESTART_REQUIRED", "{text}\n{reply}");
+        assert!(
+            reply["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("mode")),
+            "{reply}"
+        );
+    }
+    server.daemon.drain();
+    server.daemon.signal(nix::sys::signal::Signal::SIGHUP);
+    let refused = server
+        .daemon
+        .wait_for("reload refused, running configuration kept", WAIT);
+    assert_eq!(refused["code"], "E_RESTART_REQUIRED", "{refused}");
+    let status = ctl.call(9, "status", json!({}));
+    assert_eq!(status["data"]["mode"], "server", "{status}");
+    assert_eq!(
+        status["data"]["components"]["tunnel"], "running",
+        "{status}"
+    );
+    // A later edit of a live key is diffed against the running server config.
+    std::fs::write(
+        &server.config,
+        original.replace("level: info", "level: debug"),
+    )
+    .expect("config rewritten");
+    let reply = ctl.call(10, "reload", json!({}));
+    assert_eq!(reply["ok"], true, "{reply}");
+    assert_eq!(
+        reply["data"]["changes"][0]["key"], "logging.level",
+        "{reply}"
+    );
+}
+
+/// The daemon's resident memory, bytes, from /proc.
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status read");
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS");
+    kb * 1024
+}
+
+/// 300 idle clients: the first `control.max_connections` (64) are served, every one
+/// beyond gets one `E_CONN_LIMIT` line and is closed, memory stays bounded, and once a
+/// few served clients leave `ctl status` is answered again.
+#[test]
+fn control_connections_beyond_the_cap_are_refused_and_memory_stays_bounded() {
+    use std::io::Read;
+    use std::os::unix::net::UnixStream;
+    const CAP: usize = 64;
+    const CLIENTS: usize = 300;
+    let dir = tempfile::tempdir().expect("temp dir");
+    common::cert_init(dir.path(), "s", &["c"]);
+    let config = common::server_yaml(dir.path(), "");
+    let text = std::fs::read_to_string(&config).expect("config read");
+    std::fs::write(
+        &config,
+        text.replace("idle_timeout: 2s", "idle_timeout: 60s"),
+    )
+    .expect("config written");
+    let mut daemon = common::Daemon::start(&config);
+    daemon.wait_for("daemon started", WAIT);
+    let path = dir.path().join("ctl.sock");
+    let sock = path.to_str().expect("utf-8");
+    let ctl = |args: &[&str]| common::run(&[&["ctl", "--socket", sock], args].concat());
+    let before = rss_bytes(daemon.pid());
+
+    let mut streams: Vec<UnixStream> = (0..CLIENTS)
+        .map(|_| UnixStream::connect(&path).expect("connects"))
+        .collect();
+    for s in &streams {
+        s.set_nonblocking(true).expect("non-blocking");
+    }
+    // Each stream either has a refusal then end of input, or nothing yet (served).
+    let mut refused = vec![false; CLIENTS];
+    let deadline = Instant::now() + WAIT;
+    while refused.iter().filter(|r| **r).count() < CLIENTS - CAP && Instant::now() < deadline {
+        for i in 0..CLIENTS {
+            if refused[i] {
+                continue;
+            }
+            let mut got = Vec::new();
+            match streams[i].read_to_end(&mut got) {
+                Ok(_) => {
+                    let reply: Value = serde_json::from_slice(&got)
+                        .unwrap_or_else(|e| panic!("client {i}: {e}: {got:?}"));
+                    assert_eq!(error_code(&reply), "E_CONN_LIMIT", "client {i}");
+                    assert_eq!(got.iter().filter(|&&b| b == b'\n').count(), 1);
+                    refused[i] = true;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("client {i}: {e}"),
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let during = rss_bytes(daemon.pid());
+    let served = refused.iter().filter(|r| !**r).count();
+    assert_eq!(served, CAP, "clients served at once");
+    assert!(
+        refused[CAP..].iter().all(|r| *r),
+        "the first {CAP} are served"
+    );
+    println!(
+        "rss before {} KiB, with {CLIENTS} clients {} KiB",
+        before / 1024,
+        during / 1024
+    );
+    assert!(
+        during < before + 16 * 1024 * 1024,
+        "rss grew from {before} to {during} bytes"
+    );
+
+    // Full: the CLI hears the refusal and exits non-zero.
+    let full = ctl(&["status"]);
+    assert_ne!(full.status.code(), Some(0));
+    let said =
+        String::from_utf8_lossy(&full.stderr).to_string() + &String::from_utf8_lossy(&full.stdout);
+    assert!(said.contains("E_CONN_LIMIT"), "{said}");
+    // A few served clients leave; the CLI is answered again.
+    streams.truncate(CAP - 4);
+    let deadline = Instant::now() + WAIT;
+    let mut status = ctl(&["status"]);
+    while status.status.code() != Some(0) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        status = ctl(&["status"]);
+    }
+    assert_eq!(status.status.code(), Some(0), "{status:?}");
+    let scrape = ctl(&["--json", "metrics"]);
+    let metrics = String::from_utf8_lossy(&scrape.stdout);
+    assert!(metrics.contains("E_CONN_LIMIT"), "{metrics}");
+}
+
+/// `ctl help` is a two-column table: every command's description starts in the same
+/// column, however long its usage.
+#[test]
+fn ctl_help_puts_every_description_in_one_column() {
+    let server = TestServer::start("");
+    let sock = socket(&server);
+    let out = common::run(&["ctl", "--socket", sock.to_str().expect("utf-8"), "help"]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let mut ctl = Control::connect(&sock);
+    let help = ctl.call(1, "help", json!({}));
+    let commands = help["data"]["commands"].as_array().expect("commands");
+    let mut columns = Vec::new();
+    for c in commands {
+        let (name, summary) = (
+            c["name"].as_str().expect("name"),
+            c["summary"].as_str().expect("summary"),
+        );
+        let line = text
+            .lines()
+            .find(|l| l.trim_start().split(' ').next() == Some(name))
+            .unwrap_or_else(|| panic!("no line for {name}:\n{text}"));
+        let at = line.rfind(summary).unwrap_or_else(|| panic!("{line}"));
+        assert!(
+            line[..at].ends_with("  "),
+            "usage and description run together: {line}"
+        );
+        columns.push((at, line.to_string()));
+    }
+    let first = columns[0].0;
+    for (at, line) in &columns {
+        assert_eq!(*at, first, "not aligned:\n{text}\n{line}");
+    }
 }

@@ -210,8 +210,8 @@ pub enum Error {
     /// A reload would change `key`, which needs a restart; nothing was applied.
     #[error("{0} changed: restart the daemon to apply this file")]
     RestartRequired(String),
-    /// A command whose subsystem is not built yet.
-    #[error("not available in this version: {0}")]
+    /// A command whose subsystem is off or not running: the message says which.
+    #[error("{0}")]
     NotAvailable(&'static str),
     /// A control request that could not be carried out as sent.
     #[error(transparent)]

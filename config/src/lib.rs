@@ -25,7 +25,7 @@ mod validate;
 pub mod value;
 
 pub use diff::{diff, Change, Component, RESTART_KEYS};
-pub use load::{from_str, load, load_with_env, LoadError, ENV_PREFIX};
+pub use load::{from_str, load, load_with_env, mode_of, LoadError, ENV_PREFIX};
 pub use schema::*;
 pub use secret::{Secret, REDACTED};
 pub use validate::{allow_entry_is_valid, validate, Problem};

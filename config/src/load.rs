@@ -18,7 +18,7 @@ use std::rc::Rc;
 use config::{Environment, File, FileFormat, Map, Value};
 use serde::Deserialize;
 
-use crate::schema::Config;
+use crate::schema::{Config, Mode};
 use crate::tree::{path_string, unknown_key, ErrorKind, Seg, Tree, TreeDe, UnknownKeys};
 use crate::validate::{self, Problem};
 
@@ -82,6 +82,24 @@ pub fn load_with_env(
     path: &Path,
     env: impl IntoIterator<Item = (String, String)>,
 ) -> Result<Config, LoadError> {
+    let root = layered(path, env)?;
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    from_tree(root, absolute.parent().unwrap_or(Path::new("/")))
+}
+
+/// The `mode` that `path` with the process environment's overrides asks for, read on
+/// its own: a reload refuses a mode change before the rest of the file is judged by the
+/// other mode's rules. `None` when the file cannot be read or its mode is not valid.
+pub fn mode_of(path: &Path) -> Option<Mode> {
+    let mut root = layered(path, std::env::vars()).ok()?;
+    root.remove("mode")?.try_deserialize().ok()
+}
+
+/// The file's tree with the environment's overrides laid over it, not yet checked.
+fn layered(
+    path: &Path,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Map<String, Value>, LoadError> {
     let format = format_of(path)?;
     let env: HashMap<String, String> = env
         .into_iter()
@@ -98,11 +116,9 @@ pub fn load_with_env(
         )
         .build()
         .map_err(|e| LoadError::Syntax(e.to_string()))?;
-    let root: Map<String, Value> = layered
+    layered
         .try_deserialize()
-        .map_err(|e| LoadError::Syntax(e.to_string()))?;
-    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    from_tree(root, absolute.parent().unwrap_or(Path::new("/")))
+        .map_err(|e| LoadError::Syntax(e.to_string()))
 }
 
 /// Parses configuration text in `format`, without environment overrides; relative

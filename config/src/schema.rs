@@ -107,6 +107,9 @@ pub mod defaults {
     pub const CONTROL_MODE: u32 = 0o600;
     /// `control.idle_timeout`.
     pub const CONTROL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+    /// `control.max_connections`: far more than any operator's scripts hold open, and
+    /// few enough that idle clients cannot grow the daemon's memory without bound.
+    pub const CONTROL_MAX_CONNECTIONS: u32 = 64;
 }
 
 /// The whole configuration of one daemon.
@@ -708,6 +711,9 @@ pub struct Control {
     pub mode: Parsed<FileMode>,
     /// A client that sends no request for this long is disconnected. Default 30s.
     pub idle_timeout: DurationValue,
+    /// Clients served at once; one more is answered `E_CONN_LIMIT` and closed.
+    /// Default 64. Reload: needs a restart.
+    pub max_connections: u32,
 }
 
 impl Default for Control {
@@ -716,6 +722,7 @@ impl Default for Control {
             socket: PathBuf::from(defaults::CONTROL_SOCKET),
             mode: Parsed::from_value(FileMode(defaults::CONTROL_MODE)),
             idle_timeout: DurationValue::of(defaults::CONTROL_IDLE_TIMEOUT),
+            max_connections: defaults::CONTROL_MAX_CONNECTIONS,
         }
     }
 }

@@ -141,6 +141,11 @@ impl Validator {
         self.monitor(c);
         self.parsed("control.mode", &c.control.mode);
         self.duration("control.idle_timeout", &c.control.idle_timeout);
+        self.at_least(
+            "control.max_connections",
+            u64::from(c.control.max_connections),
+            1,
+        );
         if c.control.socket.as_os_str().is_empty() {
             self.fail("control.socket", "must name a path");
         }

@@ -15,6 +15,7 @@
 //! daemon is written to the audit log with the caller's uid and pid (SO_PEERCRED).
 
 pub mod protocol;
+mod unique;
 
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener as StdUnixListener, UnixStream as StdUnixStream};
@@ -33,7 +34,7 @@ use self::protocol::{error_reply, ok_reply, Command, ProtocolError, MAX_LINE};
 use crate::audit::{AuditActor, Record};
 use crate::daemon::{Daemon, EndpointOp, GetHealth, GetStatus, Reload, Stop};
 use crate::drain::DrainToken;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorCode, Result};
 use crate::metrics::Metrics;
 use crate::ratelimit::{Change, GetLimits, RateLimiter, SetLimits};
 use crate::tunnel::stats::Stats;
@@ -226,6 +227,7 @@ pub struct ControlSocketActor {
     path: PathBuf,
     mode: u32,
     idle: Duration,
+    max_clients: usize,
     listener: Option<StdUnixListener>,
     router: Router,
     log: Logger,
@@ -248,12 +250,21 @@ impl ControlSocketActor {
             path,
             mode,
             idle,
+            max_clients: usize::try_from(sssonector_config::defaults::CONTROL_MAX_CONNECTIONS)
+                .unwrap_or(usize::MAX),
             listener: Some(listener),
             router,
             log,
             clients: None,
             _drain: drain,
         }
+    }
+
+    /// Serves at most `max` clients at once (`control.max_connections`).
+    #[must_use]
+    pub fn with_max_connections(mut self, max: usize) -> Self {
+        self.max_clients = max.max(1);
+        self
     }
 
     fn serve(&mut self) {
@@ -270,7 +281,10 @@ impl ControlSocketActor {
         };
         info!(self.log, "control socket listening"; "socket" => %self.path.display(), "mode" => format!("{:04o}", self.mode));
         let (router, log, idle) = (self.router.clone(), self.log.clone(), self.idle);
-        self.clients = Some(actix_rt::spawn(accept_loop(listener, router, idle, log)));
+        let max = self.max_clients;
+        self.clients = Some(actix_rt::spawn(accept_loop(
+            listener, router, idle, max, log,
+        )));
     }
 }
 
@@ -312,11 +326,18 @@ impl Supervised for ControlSocketActor {
 
 crate::supervise::panic_on_fault!(ControlSocketActor);
 
-async fn accept_loop(listener: UnixListener, router: Router, idle: Duration, log: Logger) {
+async fn accept_loop(
+    listener: UnixListener,
+    router: Router,
+    idle: Duration,
+    max: usize,
+    log: Logger,
+) {
     let mut clients = JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
+                Ok((stream, _)) if clients.len() >= max => refuse(&stream, max, &router, &log),
                 Ok((stream, _)) => {
                     clients.spawn(serve_client(stream, router.clone(), idle, log.clone()));
                 }
@@ -329,6 +350,27 @@ async fn accept_loop(listener: UnixListener, router: Router, idle: Duration, log
             Some(_) = clients.join_next(), if !clients.is_empty() => {}
         }
     }
+}
+
+/// Answers a client beyond the cap with one `E_CONN_LIMIT` line and drops it. The
+/// write does not wait: a new socket's send buffer is empty, and a refusal must cost
+/// the accept loop nothing, however many arrive.
+fn refuse(stream: &UnixStream, max: usize, router: &Router, log: &Logger) {
+    let code = ErrorCode::ConnLimit;
+    let error = json!({
+        "code": code,
+        "message": format!("control.max_connections ({max}) clients already connected"),
+    });
+    let reply = json!({ "id": Value::Null, "ok": false, "error": error });
+    let mut bytes = serde_json::to_vec(&reply).expect("a JSON value serializes");
+    bytes.push(b'\n');
+    let _ = stream.try_write(&bytes);
+    router
+        .metrics
+        .control
+        .with_label_values(&["connect", code.as_str()])
+        .inc();
+    debug!(log, "control client refused"; "code" => code, "max_connections" => max);
 }
 
 /// How reading one request line ended.
@@ -400,7 +442,6 @@ async fn serve_client(stream: UnixStream, router: Router, idle: Duration, log: L
                     false,
                     false,
                 ),
-                Ok(Ok(Line::Complete)) if line.trim_ascii().is_empty() => continue,
                 Ok(Ok(Line::Complete)) => {
                     let (reply, stop) = answer(&line, &router, uid, pid, &log).await;
                     (reply, false, stop)

@@ -489,10 +489,24 @@ pub type Parsed = (Value, Result<Command, ProtocolError>);
 
 /// Parses one request line (without or with its trailing newline).
 pub fn parse(line: &[u8]) -> Parsed {
+    if line.trim_ascii().is_empty() {
+        let empty = ProtocolError::BadRequest("the line is empty".into());
+        return (Value::Null, Err(empty));
+    }
     let value: Value = match serde_json::from_slice(line) {
         Ok(v) => v,
         Err(e) => return (Value::Null, Err(ProtocolError::BadJson(e.to_string()))),
     };
+    if let Some(dup) = super::unique::first_duplicate(line) {
+        // A repeated `id` has no one value to echo.
+        let id = match (&value, dup.depth, dup.key.as_str()) {
+            (_, 0, "id") => Value::Null,
+            (Value::Object(o), _, _) => o.get("id").cloned().unwrap_or(Value::Null),
+            _ => Value::Null,
+        };
+        let message = format!("duplicate key {:?}", dup.key);
+        return (id, Err(ProtocolError::BadRequest(message)));
+    }
     let Value::Object(mut request) = value else {
         return (
             Value::Null,

@@ -28,7 +28,7 @@ use std::time::Instant;
 use actix::prelude::*;
 use serde_json::json;
 use slog::{debug, error, info, warn, Logger};
-use sssonector_config::{diff, load, Change, Component, Config, LogLevel, Mode};
+use sssonector_config::{diff, load, mode_of, Change, Component, Config, LogLevel, Mode};
 use tokio::signal::unix::{signal, SignalKind};
 
 use self::health::ComponentState;
@@ -396,9 +396,11 @@ impl Daemon {
         };
         let c = &self.config.control;
         let (path, mode, idle) = (c.socket.clone(), c.mode.get().0, c.idle_timeout.duration());
+        let max = usize::try_from(c.max_connections).unwrap_or(usize::MAX);
         let log = self.log.new(slog::o!("actor" => "control"));
         let token = self.drain.as_ref().and_then(Drain::token);
-        let actor = ControlSocketActor::new(path, mode, idle, listener, router, log, token);
+        let actor = ControlSocketActor::new(path, mode, idle, listener, router, log, token)
+            .with_max_connections(max);
         self.control = Some(supervise::start(
             actor,
             "control",
@@ -659,6 +661,11 @@ impl Daemon {
 
     /// Loads and checks the file for a reload.
     fn load_for_reload(&self) -> Result<Config> {
+        // Before the full load: a server file switched to `mode: client` would otherwise
+        // be judged by the client's rules and answer E_CONFIG_INVALID.
+        if mode_of(&self.path).is_some_and(|m| Some(m) != self.config.mode) {
+            return Err(Error::RestartRequired("mode".into()));
+        }
         let new = load(&self.path)?;
         if new.mode != self.config.mode {
             return Err(Error::RestartRequired("mode".into()));

@@ -126,7 +126,7 @@ impl Handler<SetLimits> for RateLimiter {
 
     fn handle(&mut self, SetLimits(change): SetLimits, _: &mut Context<Self>) -> Self::Result {
         let reply = self.limits.set(&change).map_err(|r| match r {
-            Refusal::Off => Error::NotAvailable("limits.set while throttle.enabled is false"),
+            Refusal::Off => Error::NotAvailable("throttle.enabled is false"),
             Refusal::BadArgs(m) => Error::BadArgs(m),
         })?;
         if change.connection.is_none() {
