@@ -1,0 +1,86 @@
+//! Figures a server and client pair report through ctl, Prometheus and SNMP, checked
+//! against their source: the process's CPU time against /proc/PID/stat.
+
+mod common;
+
+use common::netns::Lab;
+use common::pair::Pair;
+use serde_json::Value;
+
+const MONITOR: &str = "monitor: { prometheus: { enabled: true, listen: \"127.0.0.1:9650\" }, \
+    snmp: { enabled: true, listen: \"127.0.0.1:1161\", community: public } }\n";
+
+fn start(lab: &Lab) -> Pair {
+    let srv = lab.netns("srv");
+    Pair::start(
+        lab,
+        srv,
+        "echo",
+        "strategy: round_robin, endpoints: [ { address: \"127.0.0.1:9\" } ]",
+        MONITOR,
+        MONITOR,
+    )
+}
+
+/// utime + stime of `pid` in seconds, from /proc/PID/stat and `getconf CLK_TCK`.
+fn proc_cpu_seconds(pid: u32, tick: f64) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let (_, rest) = stat.rsplit_once(')').expect("comm");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // Fields 14 and 15 of stat(5); `rest` starts at field 3.
+    let ticks: u64 =
+        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    ticks as f64 / tick
+}
+
+fn clk_tck() -> f64 {
+    let out = std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .expect("getconf");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("a tick rate")
+}
+
+fn scrape(pair: &Pair) -> String {
+    let out = pair
+        .srv
+        .exec_ok(&["curl", "-s", "http://127.0.0.1:9650/metrics"]);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn scraped(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+        .trim()
+        .parse()
+        .expect("a number")
+}
+
+#[test]
+fn process_cpu_seconds_has_the_resolution_of_the_clock_tick() {
+    let lab = Lab::new();
+    let pair = start(&lab);
+    let tick = clk_tck();
+    let pid = pair.server.pid();
+    // Some CPU work, bounded: control requests until the kernel counts 3 ticks.
+    for _ in 0..2_000 {
+        if proc_cpu_seconds(pid, tick) >= 3.0 / tick {
+            break;
+        }
+        pair.ctl_ok("server", "metrics", Value::Null);
+    }
+    let before = proc_cpu_seconds(pid, tick);
+    let text = scrape(&pair);
+    let after = proc_cpu_seconds(pid, tick);
+    common::promtool_check(&text);
+    let cpu = scraped(&text, "process_cpu_seconds_total");
+    assert!(before > 0.0, "no CPU counted by the kernel");
+    assert!(
+        before <= cpu && cpu <= after,
+        "process_cpu_seconds_total {cpu} is not between {before} and {after} (/proc/{pid}/stat)"
+    );
+}
