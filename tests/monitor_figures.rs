@@ -5,6 +5,7 @@ mod common;
 
 use common::netns::Lab;
 use common::pair::Pair;
+use common::snmp::net_snmp;
 use serde_json::Value;
 
 const MONITOR: &str = "monitor: { prometheus: { enabled: true, listen: \"127.0.0.1:9650\" }, \
@@ -82,5 +83,46 @@ fn process_cpu_seconds_has_the_resolution_of_the_clock_tick() {
     assert!(
         before <= cpu && cpu <= after,
         "process_cpu_seconds_total {cpu} is not between {before} and {after} (/proc/{pid}/stat)"
+    );
+}
+
+#[test]
+fn compression_off_reads_none_in_ctl_and_snmp() {
+    let lab = Lab::new();
+    let pair = start(&lab);
+    let status = pair.ctl_ok("server", "status", Value::Null);
+    assert_eq!(
+        status["tunnel"]["peers"][0]["compression"], "none",
+        "{status}"
+    );
+    let client = pair.ctl_ok("c1", "status", Value::Null);
+    assert_eq!(
+        client["tunnel"]["peers"][0]["compression"], "none",
+        "{client}"
+    );
+    let connections = pair.ctl_ok("server", "connections", Value::Null);
+    assert_eq!(
+        connections["tunnel"][0]["compression"], "none",
+        "{connections}"
+    );
+    let mut walk = net_snmp(&pair.srv, "snmpwalk");
+    walk.args([
+        "-r",
+        "1",
+        "-t",
+        "1",
+        "-v2c",
+        "-c",
+        "public",
+        "-Oqv",
+        "127.0.0.1:1161",
+        "SSSONECTOR-MIB::sssPeerCompression",
+    ]);
+    let out = common::netns::output_within(walk, std::time::Duration::from_secs(60));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "none",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }
