@@ -126,3 +126,51 @@ fn compression_off_reads_none_in_ctl_and_snmp() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn the_clients_tunnel_endpoint_row_counts_the_sessions_bytes() {
+    let lab = Lab::new();
+    let pair = start(&lab);
+    assert!(pair.cli.ping(common::pair::SERVER_INNER, 3), "no ping");
+    let endpoints = pair.ctl_ok("c1", "endpoints", Value::Null);
+    let row = endpoints["endpoints"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| e["service"] == "tunnel")
+        .unwrap_or_else(|| panic!("no tunnel row: {endpoints}"))
+        .clone();
+    let status = pair.ctl_ok("c1", "status", Value::Null);
+    let session = &status["tunnel"]["peers"][0]["counters"];
+    let (wire_in, wire_out) = (
+        session["wire_bytes_in"].as_u64().expect("wire in"),
+        session["wire_bytes_out"].as_u64().expect("wire out"),
+    );
+    // Three pings each way at least; the rows read the session's frames.
+    let (row_in, row_out) = (
+        row["bytes_in"].as_u64().expect("bytes_in"),
+        row["bytes_out"].as_u64().expect("bytes_out"),
+    );
+    assert!(row_in >= 3 * 84 && row_out >= 3 * 84, "{row}");
+    assert!(row_in <= wire_in && row_out <= wire_out, "{row} {session}");
+    // Prometheus shows the same row.
+    let out = pair
+        .cli
+        .exec_ok(&["curl", "-s", "http://127.0.0.1:9650/metrics"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| {
+            l.starts_with("sssonector_endpoint_bytes_total")
+                && l.contains("service=\"tunnel\"")
+                && l.contains("direction=\"in\"")
+        })
+        .unwrap_or_else(|| panic!("no tunnel endpoint bytes in:\n{text}"));
+    let scraped: f64 = line
+        .rsplit(' ')
+        .next()
+        .expect("value")
+        .parse()
+        .expect("a number");
+    assert!(scraped >= row_in as f64, "{line}");
+}
