@@ -174,3 +174,27 @@ fn the_clients_tunnel_endpoint_row_counts_the_sessions_bytes() {
         .expect("a number");
     assert!(scraped >= row_in as f64, "{line}");
 }
+
+/// Every drop counter in a `status` reply's tunnel totals, by reason.
+fn drops(status: &Value) -> Vec<(String, u64)> {
+    status["tunnel"]["totals"]["drops"]
+        .as_object()
+        .unwrap_or_else(|| panic!("no drops in {status}"))
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_u64().unwrap_or(u64::MAX)))
+        .collect()
+}
+
+#[test]
+fn a_fresh_idle_tunnel_drops_nothing() {
+    let lab = Lab::new();
+    let pair = start(&lab);
+    // IPv6 duplicate address detection, router solicitations and MLD reports on a
+    // fresh interface come within the first seconds.
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    for who in ["server", "c1"] {
+        let status = pair.ctl_ok(who, "status", Value::Null);
+        let dropped: Vec<_> = drops(&status).into_iter().filter(|(_, n)| *n > 0).collect();
+        assert!(dropped.is_empty(), "{who} dropped {dropped:?}");
+    }
+}
