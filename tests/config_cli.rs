@@ -250,3 +250,28 @@ fn demo_help_describes_both_demos_and_what_duration_does() {
         assert!(help.contains(expected), "missing {expected:?} in:\n{help}");
     }
 }
+
+#[test]
+fn an_empty_snmp_community_is_a_config_error() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let certs = repo().join("config/examples/certs");
+    let file = dir.path().join("empty_community.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "mode: server\n\
+             network: {{ address: 10.99.0.1/24 }}\n\
+             tunnel:\n  listen_port: 8443\n  cert_file: {c}/server.crt\n  key_file: {c}/server.key\n  ca_file: {c}/ca.crt\n\
+             monitor:\n  snmp: {{ enabled: true, community: \"\" }}\n",
+            c = certs.display()
+        ),
+    )
+    .expect("written");
+    let out = check(&file, &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("monitor.snmp.community: empty community"),
+        "{stderr}"
+    );
+}

@@ -452,6 +452,13 @@ impl Validator {
         self.parsed("monitor.prometheus.listen", &m.prometheus.listen);
         let s = &m.snmp;
         self.parsed("monitor.snmp.listen", &s.listen);
+        // An empty community would answer any v1/v2c request that sends "" (no secret at all).
+        if s.community.as_ref().is_some_and(|c| c.is_empty()) {
+            self.fail(
+                "monitor.snmp.community",
+                "empty community: omit the key to disable v1/v2c",
+            );
+        }
         if s.enabled && s.users.is_empty() && s.community.as_ref().is_none_or(|c| c.is_empty()) {
             self.fail(
                 "monitor.snmp",

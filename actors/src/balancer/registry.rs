@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::tunnel::stats::{DurationHistogram, Durations};
+use crate::tunnel::stats::{Counters, DurationHistogram, Durations};
 use tokio::sync::broadcast;
 
 /// Upper bounds, in seconds, of the stream duration histogram's buckets: streams run
@@ -145,6 +145,10 @@ pub struct EndpointRow {
     bytes_in: AtomicU64,
     /// Bytes sent to the endpoint.
     bytes_out: AtomicU64,
+    /// The live tunnel session to this endpoint (the client's `tunnel` rows): its
+    /// frame bytes count as the row's without a second count on the data path, and
+    /// are added to `bytes_in`/`bytes_out` when it ends ([`Self::carry`]).
+    session: Mutex<Option<Arc<Counters>>>,
     /// Health checks made, and those that failed.
     checks: AtomicU64,
     failed_checks: AtomicU64,
@@ -185,11 +189,25 @@ impl EndpointRow {
             breaker_opened: AtomicU64::new(0),
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
+            session: Mutex::new(None),
             checks: AtomicU64::new(0),
             failed_checks: AtomicU64::new(0),
             last_check_ms: AtomicU64::new(0),
             retired: AtomicBool::new(false),
             durations: Durations::new(&STREAM_DURATION_BUCKETS),
+        }
+    }
+
+    /// Counts the frame bytes of the tunnel session `counters` (or of none) as the
+    /// row's from now on; the bytes of the session it replaces stay counted.
+    pub fn carry(&self, counters: Option<Arc<Counters>>) {
+        let ended = std::mem::replace(
+            &mut *self.session.lock().unwrap_or_else(|e| e.into_inner()),
+            counters,
+        );
+        if let Some(c) = ended {
+            self.add_in(c.wire_bytes_in.load(Relaxed));
+            self.add_out(c.wire_bytes_out.load(Relaxed));
         }
     }
 
@@ -290,6 +308,17 @@ impl EndpointRow {
     pub fn view(&self) -> EndpointView {
         let last = self.last_check_ms.load(Relaxed);
         let now_ms = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let (live_in, live_out) = self
+            .session
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map_or((0, 0), |c| {
+                (
+                    c.wire_bytes_in.load(Relaxed),
+                    c.wire_bytes_out.load(Relaxed),
+                )
+            });
         EndpointView {
             index: self.index,
             service: self.service.clone(),
@@ -304,8 +333,8 @@ impl EndpointRow {
             connect_failures: self.connect_failures.load(Relaxed),
             breaker_rejections: self.breaker_rejections.load(Relaxed),
             breaker_opened: self.breaker_opened.load(Relaxed),
-            bytes_in: self.bytes_in.load(Relaxed),
-            bytes_out: self.bytes_out.load(Relaxed),
+            bytes_in: self.bytes_in.load(Relaxed) + live_in,
+            bytes_out: self.bytes_out.load(Relaxed) + live_out,
             checks: self.checks.load(Relaxed),
             failed_checks: self.failed_checks.load(Relaxed),
             last_check_ms_ago: (last > 0).then(|| now_ms.saturating_sub(last - 1)),
@@ -492,6 +521,24 @@ mod tests {
         assert!(Arc::ptr_eq(&row, &back));
         row.stream_finished(Duration::ZERO);
         assert_eq!(e.snapshot().len(), 1);
+    }
+
+    #[test]
+    fn a_carried_session_counts_live_and_stays_counted_after_it_ends() {
+        let e = Endpoints::default();
+        let row = e.row("tunnel", "s:1", 1);
+        row.add_in(5);
+        let first = Arc::new(Counters::default());
+        row.carry(Some(first.clone()));
+        first.wire_bytes_in.store(100, Relaxed);
+        first.wire_bytes_out.store(40, Relaxed);
+        assert_eq!((row.view().bytes_in, row.view().bytes_out), (105, 40));
+        let second = Arc::new(Counters::default());
+        row.carry(Some(second.clone()));
+        second.wire_bytes_in.store(1, Relaxed);
+        row.carry(None);
+        first.wire_bytes_in.store(999, Relaxed);
+        assert_eq!((row.view().bytes_in, row.view().bytes_out), (106, 40));
     }
 
     #[test]

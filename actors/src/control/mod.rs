@@ -206,7 +206,7 @@ fn connections(stats: &Stats) -> Value {
             json!({
                 "id": p.id, "peer": p.peer, "remote": p.remote, "inner": p.inner.to_string(),
                 "duration_seconds": p.seconds,
-                "compression": p.compression.map(|c| c.as_str()),
+                "compression": p.compression.map_or("none", |c| c.as_str()),
                 "bytes_in": p.counters.bytes_in, "bytes_out": p.counters.bytes_out,
                 "packets_in": p.counters.packets_in, "packets_out": p.counters.packets_out,
             })

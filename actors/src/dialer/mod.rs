@@ -189,6 +189,7 @@ impl Dialer {
         if self.stopping {
             return;
         }
+        lease.row().carry(Some(est.session.counters.clone()));
         self.lease = Some(lease);
         self.backoff.succeeded();
         self.sessions += 1;
@@ -261,7 +262,9 @@ impl Handler<SessionClosed> for Dialer {
     fn handle(&mut self, msg: SessionClosed, ctx: &mut Context<Self>) {
         self.hub.set_default(None);
         self.connection = None;
-        self.lease = None;
+        if let Some(lease) = self.lease.take() {
+            lease.row().carry(None);
+        }
         if self.stopping {
             return;
         }

@@ -11,7 +11,7 @@
 //! notifications. Labels take
 //! values from fixed sets (directions, drop reasons, error codes, command names), never
 //! from peers or packets. Process figures (CPU, RSS, open fds) come from the
-//! prometheus crate's process collector.
+//! prometheus crate's process collector, CPU time read to the clock tick.
 
 pub mod http;
 
@@ -26,6 +26,55 @@ use sssonector_config::Mode;
 
 use crate::balancer::registry::BreakerState;
 use crate::tunnel::stats::{DropReason, DurationHistogram, Stats};
+
+/// The prometheus crate's process figures, with `process_cpu_seconds_total` to the
+/// clock tick: the crate truncates it to whole seconds, so a daemon that used 0.46 s
+/// read 0.
+struct ProcessFigures(prometheus::process_collector::ProcessCollector);
+
+impl Collector for ProcessFigures {
+    fn desc(&self) -> Vec<&Desc> {
+        self.0.desc()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let mut families = self.0.collect();
+        if let Some(seconds) = cpu_seconds() {
+            for family in families
+                .iter_mut()
+                .filter(|f| f.name() == "process_cpu_seconds_total")
+            {
+                for m in family.mut_metric() {
+                    let mut c = proto::Counter::default();
+                    c.set_value(seconds);
+                    m.set_counter(c);
+                }
+            }
+        }
+        families
+    }
+}
+
+/// User plus system CPU time of this process in seconds, from `/proc/self/stat`.
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    cpu_seconds_of(
+        &stat,
+        nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok()??,
+    )
+}
+
+/// utime + stime (fields 14 and 15 of proc_pid_stat(5)) of a `stat` line, in seconds
+/// at `ticks_per_second`. The command name (field 2) may hold spaces and parentheses,
+/// so fields are counted after its last `)`.
+fn cpu_seconds_of(stat: &str, ticks_per_second: i64) -> Option<f64> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    let hz = u32::try_from(ticks_per_second).ok().filter(|&h| h > 0)?;
+    Some((utime + stime) as f64 / f64::from(hz))
+}
 
 /// The text format version `/metrics` serves.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -119,7 +168,9 @@ impl Metrics {
             Box::new(crate::supervise::restarts().counter()),
             Box::new(cert_expiry.clone()),
             Box::new(cert_changes.clone()),
-            Box::new(prometheus::process_collector::ProcessCollector::for_self()),
+            Box::new(ProcessFigures(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            )),
         ];
         for c in collectors {
             registry.register(c).expect("metric names are unique");
@@ -840,6 +891,14 @@ mod tests {
     use super::*;
     use crate::tunnel::stats::test_session;
     use std::sync::atomic::Ordering::Relaxed;
+
+    #[test]
+    fn cpu_seconds_count_ticks_after_a_command_name_with_spaces_and_parens() {
+        let stat = "42 (a (b) c) S 1 42 42 0 -1 4194560 100 0 0 0 23 7 0 0 20 0 9 0 5 1 2";
+        assert_eq!(cpu_seconds_of(stat, 100), Some(0.3));
+        assert_eq!(cpu_seconds_of(stat, 0), None);
+        assert_eq!(cpu_seconds_of("42 (x) S 1", 100), None);
+    }
 
     #[test]
     fn the_text_has_every_family_with_conventional_names() {

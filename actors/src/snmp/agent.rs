@@ -16,6 +16,7 @@ use std::time::Instant;
 
 use actix::prelude::*;
 use arc_swap::{ArcSwap, ArcSwapOption};
+use rasn::prelude::{AsnType, Decode, Decoder};
 use rasn::types::{Integer, ObjectIdentifier, OctetString};
 use rasn_smi::v1::{Counter, Gauge, TimeTicks};
 use rasn_smi::v2::{ApplicationSyntax, Counter64, ObjectSyntax, SimpleSyntax};
@@ -168,6 +169,13 @@ impl Agent {
         if let Ok(msg) = rasn::ber::decode::<Message<Pdus>>(datagram) {
             return self.answer_v2c(msg);
         }
+        if let Ok(msg) = rasn::ber::decode::<Message<SignedBulk>>(datagram) {
+            return self.answer_v2c(Message {
+                version: msg.version,
+                community: msg.community,
+                data: msg.data.clamped(),
+            });
+        }
         if let Ok(msg) = rasn::ber::decode::<rasn_snmp::v3::Message>(datagram) {
             return self.answer_v3(datagram, msg);
         }
@@ -282,6 +290,7 @@ impl Agent {
     }
 
     fn get(&self, view: &View, mut pdu: Pdu, budget: usize) -> Pdu {
+        clear_error(&mut pdu);
         for vb in &mut pdu.variable_bindings {
             vb.value = match view.get(&arcs(&vb.name)) {
                 Ok(v) => VarBindValue::Value(syntax(&v)),
@@ -293,6 +302,7 @@ impl Agent {
     }
 
     fn get_next(&self, view: &View, mut pdu: Pdu, budget: usize) -> Pdu {
+        clear_error(&mut pdu);
         for vb in &mut pdu.variable_bindings {
             *vb = next_binding(view, &vb.name);
         }
@@ -359,6 +369,37 @@ impl Agent {
 impl super::trap::SealV3 for Agent {
     fn seal_trap(&self, user: &str, pdu: Pdus) -> Option<Vec<u8>> {
         self.usm.seal_trap(user, pdu)
+    }
+}
+
+/// A request's error-status and error-index mean nothing (RFC 3416 §3): the
+/// response's are the agent's own, noError/0 unless it reports an error.
+fn clear_error(pdu: &mut Pdu) {
+    pdu.error_status = Pdu::ERROR_STATUS_NO_ERROR;
+    pdu.error_index = 0;
+}
+
+/// A GetBulk request as sent, with signed counts: rasn-snmp's `BulkPdu` has them
+/// unsigned and refuses a negative one, which RFC 3416 §4.2.3 says is taken as zero.
+#[derive(AsnType, Decode, Debug)]
+#[rasn(tag(5))]
+struct SignedBulk {
+    request_id: i32,
+    non_repeaters: i32,
+    max_repetitions: i32,
+    variable_bindings: Vec<VarBind>,
+}
+
+impl SignedBulk {
+    /// The request with negative counts as zero.
+    fn clamped(self) -> Pdus {
+        let count = |n: i32| u32::try_from(n).unwrap_or(0);
+        Pdus::GetBulkRequest(rasn_snmp::v2::GetBulkRequest(rasn_snmp::v2::BulkPdu {
+            request_id: self.request_id,
+            non_repeaters: count(self.non_repeaters),
+            max_repetitions: count(self.max_repetitions),
+            variable_bindings: self.variable_bindings,
+        }))
     }
 }
 

@@ -88,7 +88,11 @@ pub fn open(network: &Network) -> Result<Tun, TunError> {
     }
     let mtu = u16::try_from(network.mtu).unwrap_or(u16::MAX);
     let build = |offload: bool| {
-        let b = DeviceBuilder::new().name(&name).mtu(mtu).offload(offload);
+        let b = DeviceBuilder::new()
+            .name(&name)
+            .mtu(mtu)
+            .offload(offload)
+            .enable(false);
         let b = match address {
             IpNet::V4(n) => b.ipv4(n.addr(), n.prefix_len(), None),
             IpNet::V6(n) => b.ipv6(n.addr(), n.prefix_len()),
@@ -114,12 +118,27 @@ pub fn open(network: &Network) -> Result<Tun, TunError> {
             }
         },
     };
+    no_link_local(&name);
+    device.enabled(true).map_err(|source| TunError::Create {
+        name: name.clone(),
+        source,
+        hint: "",
+    })?;
     Ok(Tun {
         device: Arc::new(device),
         name,
         address,
         offload,
     })
+}
+
+/// Turns off IPv6 link-local addresses on `name` before it comes up: the kernel would
+/// otherwise send duplicate address detection, router solicitations and MLD reports
+/// from one into the tunnel, which no session routes (counted as `no_route` drops at
+/// every start). Routing by inner address needs no link-local address. Best effort:
+/// a kernel without IPv6 has no such setting.
+fn no_link_local(name: &str) {
+    let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{name}/addr_gen_mode"), "1");
 }
 
 /// Adds (or replaces) a route to `net` through `name`.

@@ -448,7 +448,7 @@ impl Stats {
                     "peer": p.peer, "remote": p.remote, "inner": p.inner.to_string(),
                     "since": humantime::format_rfc3339_seconds(p.since).to_string(),
                     "duration_seconds": p.seconds,
-                    "compression": p.compression.map(Algorithm::as_str),
+                    "compression": p.compression.map_or("none", Algorithm::as_str),
                     "counters": p.counters.to_json(),
                 })
             })
