@@ -90,7 +90,15 @@ fn process_cpu_seconds_has_the_resolution_of_the_clock_tick() {
 fn compression_off_reads_none_in_ctl_and_snmp() {
     let lab = Lab::new();
     let pair = start(&lab);
-    let status = pair.ctl_ok("server", "status", Value::Null);
+    // The client may be up a moment before the server lists its session.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let status = loop {
+        let status = pair.ctl_ok("server", "status", Value::Null);
+        if !status["tunnel"]["peers"][0].is_null() || std::time::Instant::now() > deadline {
+            break status;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
     assert_eq!(
         status["tunnel"]["peers"][0]["compression"], "none",
         "{status}"
