@@ -1,12 +1,16 @@
 //! The server's listener under a client that moves and under floods: a client that
 //! comes back from a new address takes its inner address over at once while another
 //! identity is still refused; `connection.max_connections` refuses the tunnel beyond
-//! it with `E_CONN_LIMIT`.
+//! it with `E_CONN_LIMIT`; a flood of half-open connections costs bounded log lines
+//! and memory, and a handshake that times out is audited.
 //!
-//! A server runs in namespace `srv`, joined to `cli` and `cli2` by veth pairs.
+//! A server runs in namespace `srv`, joined to `cli` and `cli2` by veth pairs; the
+//! flood comes from threads of this test process living in `srv`.
 
 mod common;
 
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use common::netns::{Lab, Netns};
@@ -29,8 +33,7 @@ const SRV_B: &str = "192.168.32.1";
 /// The server, its namespaces and its folder; fields drop in order, daemons first.
 struct Site {
     server: Daemon,
-    /// The server's namespace, kept for as long as the server runs.
-    _srv: Netns,
+    srv: Netns,
     cli: Netns,
     cli2: Netns,
     /// The `cli` end of the first veth pair, to cut `cli` off.
@@ -70,7 +73,7 @@ impl Site {
         server.wait_for("listening", WAIT);
         Self {
             server,
-            _srv: srv,
+            srv,
             cli,
             cli2,
             cli_link: link.b,
@@ -226,4 +229,140 @@ fn a_tunnel_beyond_max_connections_is_refused_with_e_conn_limit() {
         status["tunnel"]
     );
     assert!(site.cli.ping(SERVER_INNER, 2), "c1 lost its tunnel");
+}
+
+/// The daemon's resident size in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+/// Connections in one flood round.
+const ROUND: usize = 2_000;
+/// Flood rounds.
+const ROUNDS: usize = 3;
+/// The first bytes of a TLS ClientHello: a record header promising more than comes.
+const PARTIAL_HELLO: &[u8] = &[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc];
+
+/// Opens [`ROUND`] connections to `to` from the namespace `ns`, each sending a
+/// partial ClientHello (odd ones) or nothing; holds them `hold`, sampling the
+/// daemon's RSS, then closes them. Returns (connections made, highest RSS).
+fn flood_round(ns: &Netns, to: SocketAddr, pid: u32, hold: Duration) -> (usize, u64) {
+    let opener = ns.thread(move || {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut held = Vec::with_capacity(ROUND);
+        for i in 0..ROUND {
+            if Instant::now() > deadline {
+                break;
+            }
+            if let Ok(mut s) = TcpStream::connect_timeout(&to, Duration::from_secs(2)) {
+                if i % 2 == 1 {
+                    let _ = s.write_all(PARTIAL_HELLO);
+                }
+                held.push(s);
+            }
+        }
+        held
+    });
+    let held = opener.join().expect("flood thread");
+    let made = held.len();
+    let mut peak = rss_kib(pid);
+    let until = Instant::now() + hold;
+    while Instant::now() < until {
+        peak = peak.max(rss_kib(pid));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(held);
+    (made, peak)
+}
+
+#[test]
+fn a_handshake_flood_costs_bounded_log_lines_and_memory_and_timeouts_are_audited() {
+    let mut site = Site::start("");
+    // This process holds a round's sockets at once.
+    let _ = std::process::Command::new("prlimit")
+        .args([
+            "--pid",
+            &std::process::id().to_string(),
+            "--nofile=16384:16384",
+        ])
+        .output();
+    let pid = site.server.pid();
+    let to: SocketAddr = format!("127.0.0.1:{PORT}").parse().expect("address");
+
+    // A connection that sends nothing is dropped at the handshake timeout, audited.
+    let idle = site
+        .srv
+        .thread(move || TcpStream::connect(to).expect("connects"))
+        .join()
+        .expect("thread");
+    let timeouts = site.audit_wait("handshake_refused", |r| r["reason"] == "handshake_timeout");
+    assert!(
+        !timeouts.is_empty(),
+        "no audit record of the handshake timeout: {:?}",
+        site.audit()
+    );
+    assert_eq!(timeouts[0]["code"], "E_TLS_HANDSHAKE", "{timeouts:?}");
+    drop(idle);
+
+    site.server.drain();
+    let log_before: usize = site.server.seen.iter().map(|l| l.len() + 1).sum();
+    let lines_before = site.server.seen.len();
+    std::thread::sleep(Duration::from_secs(1));
+    let before = rss_kib(pid);
+    let mut made = 0;
+    let mut during = 0;
+    for _ in 0..ROUNDS {
+        let (n, peak) = flood_round(&site.srv, to, pid, Duration::from_secs(2));
+        made += n;
+        during = during.max(peak);
+    }
+    // What the server still has pending ends at the handshake timeout at the
+    // latest; then give it a summary interval to say what it did not log.
+    let settle = Instant::now() + Duration::from_secs(25);
+    let mut after = rss_kib(pid);
+    while Instant::now() < settle {
+        std::thread::sleep(Duration::from_millis(500));
+        after = rss_kib(pid);
+    }
+    site.server.drain();
+    let log_bytes: usize = site.server.seen.iter().map(|l| l.len() + 1).sum::<usize>() - log_before;
+    let lines = site.server.seen.len() - lines_before;
+    let per_thousand = log_bytes * 1000 / made.max(1);
+    eprintln!(
+        "{made} junk connections: rss {before} KiB before, {during} KiB during, \
+         {after} KiB after; {lines} log lines, {log_bytes} bytes ({per_thousand} per 1,000)"
+    );
+    assert!(made >= ROUND, "only {made} connections were made");
+    assert!(
+        lines <= 40,
+        "{lines} log lines for {made} junk connections:\n{}",
+        site.server.seen[lines_before..].join("\n")
+    );
+    assert!(
+        after <= before + 10 * 1024,
+        "rss {before} KiB before, {during} KiB during, {after} KiB after the flood"
+    );
+    let status = site.status();
+    let shed = status["tunnel"]["handshakes_shed"].as_u64().unwrap_or(0);
+    assert!(shed > 0, "no connection shed: {}", status["tunnel"]);
+    assert!(
+        site.server.seen[lines_before..]
+            .iter()
+            .any(|l| l.contains("\"refusals not logged\"")),
+        "no summary of the refusals not logged"
+    );
+    assert!(
+        site.audit()
+            .iter()
+            .any(|r| r["event"] == "refusals_suppressed"),
+        "no audit summary"
+    );
+    // The listener still takes a real client.
+    let mut c1 = site.client(&site.cli, "c1", "c1", SRV_A);
+    c1.wait_for("tunnel up", WAIT);
 }
