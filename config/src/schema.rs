@@ -43,6 +43,10 @@ pub mod defaults {
     pub const BUSY_POLL_MAX: Duration = Duration::from_millis(10);
     /// Weight of a server or endpoint that names none.
     pub const WEIGHT: u32 = 1;
+    /// `tunnel.max_pending_handshakes`.
+    pub const MAX_PENDING_HANDSHAKES: u32 = 256;
+    /// `tunnel.max_pending_per_source`.
+    pub const MAX_PENDING_PER_SOURCE: u32 = 16;
     /// `connection.max_connections`.
     pub const MAX_CONNECTIONS: u32 = 1000;
     /// `connection.keepalive_idle`: TCP keepalive idle time.
@@ -224,6 +228,12 @@ pub struct Tunnel {
     /// times per round trip; polling saves that at the cost of some CPU. `0s` turns it
     /// off. At most 10ms. Default 0s (off). Reload: live.
     pub busy_poll: DurationValue,
+    /// Server: TLS and session handshakes under way at once, from all sources; a
+    /// connection beyond it is closed at once. Default 256. Reload: live.
+    pub max_pending_handshakes: u32,
+    /// Server: handshakes under way at once from one source address. Default 16.
+    /// Reload: live.
+    pub max_pending_per_source: u32,
 }
 
 impl Default for Tunnel {
@@ -240,6 +250,8 @@ impl Default for Tunnel {
             keepalive: DurationValue::of(defaults::TUNNEL_KEEPALIVE),
             threads: 0,
             busy_poll: DurationValue::of(defaults::BUSY_POLL),
+            max_pending_handshakes: defaults::MAX_PENDING_HANDSHAKES,
+            max_pending_per_source: defaults::MAX_PENDING_PER_SOURCE,
         }
     }
 }

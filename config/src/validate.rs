@@ -309,6 +309,17 @@ impl Validator {
     fn limits(&mut self, c: &Config) {
         let k = &c.connection;
         self.at_least("connection.max_connections", k.max_connections.into(), 1);
+        let t = &c.tunnel;
+        self.at_least(
+            "tunnel.max_pending_handshakes",
+            t.max_pending_handshakes.into(),
+            1,
+        );
+        self.at_least(
+            "tunnel.max_pending_per_source",
+            t.max_pending_per_source.into(),
+            1,
+        );
         self.duration("connection.keepalive_idle", &k.keepalive_idle);
         self.duration("connection.retry_interval", &k.retry_interval);
         self.duration("connection.connect_timeout", &k.connect_timeout);

@@ -88,13 +88,16 @@ impl Connection {
         log: Logger,
         drain: Option<DrainToken>,
     ) -> Self {
+        // The session's own token: the hub cancels it when a newer session of the
+        // same identity takes the inner address over.
+        let cancel = io.peer.close.clone();
         Self {
             session: io.session.clone(),
             io: Some(io),
             hub,
             runtime,
             keepalive,
-            cancel: CancellationToken::new(),
+            cancel,
             owner,
             end: None,
             mux: None,

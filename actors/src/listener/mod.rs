@@ -10,11 +10,22 @@
 //!
 //! Accepting and handshaking run as tasks on the data-path runtime, one per incoming
 //! connection, each bounded by [`HANDSHAKE_TIMEOUT`]: garbage, a stalled handshake or
-//! a refused peer costs that task only, never a live session.
+//! a refused peer costs that task only, never a live session. Pending handshakes
+//! are capped overall and per source ([`gate::Pending`]): beyond the caps a
+//! connection is reset at once, counted, never given a task or a buffer. Refusals
+//! are logged and audited at most once per reason and source per
+//! [`gate::REFUSAL_LOG_INTERVAL`], the rest summed up once per interval
+//! ([`gate::RefusalLog`]), so a flood costs bounded log lines too.
+//!
+//! A session claiming an inner address held by a session of the same identity
+//! takes it over (the client came back from a new address before its old session
+//! timed out): the old one is closed and audited `session_replaced`.
+
+pub mod gate;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -36,11 +47,12 @@ use crate::tunnel::access::{AllowList, Matched};
 use crate::tunnel::codec::Frame;
 use crate::tunnel::compress::Algorithm;
 use crate::tunnel::handshake::{self, CertSummary, Failed, Kind, HANDSHAKE_TIMEOUT};
-use crate::tunnel::hub::{Hub, PeerTx, QUEUE};
+use crate::tunnel::hub::{Claimed, Holder, Hub, PeerTx, QUEUE};
 use crate::tunnel::refusal;
 use crate::tunnel::session::{Hello, Policy};
 use crate::tunnel::stats::Session;
 use crate::tunnel::tls::{self, Tls};
+use gate::{Pending, RefusalLog, Shed, REFUSAL_LOG_INTERVAL};
 
 /// What a handshake task needs to decide, swapped whole on reload.
 pub struct Rules {
@@ -50,6 +62,12 @@ pub struct Rules {
     allow_cidrs: Vec<IpNet>,
     deny_cidrs: Vec<IpNet>,
     keepalive_idle: Option<Duration>,
+    /// `tunnel.max_pending_handshakes`.
+    max_pending: usize,
+    /// `tunnel.max_pending_per_source`.
+    max_pending_per_source: usize,
+    /// `connection.max_connections`: tunnels at once.
+    max_connections: usize,
 }
 
 impl Rules {
@@ -105,6 +123,9 @@ impl Rules {
                 .connection
                 .keepalive
                 .then(|| config.connection.keepalive_idle.duration()),
+            max_pending: config.tunnel.max_pending_handshakes as usize,
+            max_pending_per_source: config.tunnel.max_pending_per_source as usize,
+            max_connections: config.connection.max_connections as usize,
         })
     }
 
@@ -135,6 +156,7 @@ fn public_reason(code: ErrorCode) -> &'static str {
         ErrorCode::BadAddress => "inner address not allowed",
         ErrorCode::AddressInUse => "inner address in use",
         ErrorCode::Protocol => "protocol error",
+        ErrorCode::ConnLimit => "connection limit reached",
         _ => "refused",
     }
 }
@@ -147,6 +169,7 @@ fn session_reason(code: ErrorCode) -> &'static str {
         ErrorCode::AddressInUse => "address_in_use",
         ErrorCode::Protocol => "protocol",
         ErrorCode::TlsHandshake => "handshake_timeout",
+        ErrorCode::ConnLimit => "conn_limit",
         _ => "session_failed",
     }
 }
@@ -261,6 +284,11 @@ impl Actor for Listener {
             hub: self.hub.clone(),
             me: ctx.address(),
             audit: self.audit.clone(),
+            pending: Arc::default(),
+            refusals: Arc::new(Mutex::new(RefusalLog::new(
+                REFUSAL_LOG_INTERVAL,
+                Instant::now(),
+            ))),
             log: self.log.clone(),
         };
         self.runtime.spawn(task.run(listener, self.cancel.clone()));
@@ -346,21 +374,61 @@ struct Accepting {
     hub: Arc<Hub>,
     me: Addr<Listener>,
     audit: Option<Addr<AuditActor>>,
+    /// Handshakes under way.
+    pending: Arc<Mutex<Pending>>,
+    /// Which refusals get a log line and an audit record.
+    refusals: Arc<Mutex<RefusalLog>>,
     log: Logger,
+}
+
+/// One admitted handshake: counted as pending until dropped.
+struct PendingSlot {
+    pending: Arc<Mutex<Pending>>,
+    ip: IpAddr,
+}
+
+impl Drop for PendingSlot {
+    fn drop(&mut self) {
+        self.pending
+            .lock()
+            .expect("pending lock not poisoned")
+            .done(self.ip);
+    }
 }
 
 impl Accepting {
     async fn run(self, listener: TcpListener, cancel: CancellationToken) {
+        let mut summary = tokio::time::interval(REFUSAL_LOG_INTERVAL);
+        summary.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let accepted = tokio::select! {
                 () = cancel.cancelled() => return,
+                _ = summary.tick() => {
+                    self.summarise();
+                    continue;
+                }
                 a = listener.accept() => a,
             };
             match accepted {
                 Ok((stream, remote)) => {
+                    let rules = self.rules.load();
+                    let admitted = self
+                        .pending
+                        .lock()
+                        .expect("pending lock not poisoned")
+                        .admit(remote.ip(), rules.max_pending, rules.max_pending_per_source);
+                    if let Err(shed) = admitted {
+                        self.shed(stream, remote, shed);
+                        continue;
+                    }
+                    let slot = PendingSlot {
+                        pending: self.pending.clone(),
+                        ip: remote.ip(),
+                    };
                     let this = self.clone();
                     let cancel = cancel.clone();
                     tokio::spawn(async move {
+                        let _slot = slot;
                         tokio::select! {
                             () = cancel.cancelled() => {}
                             () = this.handshake(stream, remote) => {}
@@ -376,6 +444,65 @@ impl Accepting {
         }
     }
 
+    /// Closes a connection beyond the pending-handshake caps at once, with a reset
+    /// (no TIME_WAIT, nothing kept), and counts it.
+    fn shed(&self, stream: TcpStream, remote: SocketAddr, shed: Shed) {
+        let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+        drop(stream);
+        self.hub.stats.handshake_shed();
+        let reason = shed.reason();
+        if self.noted(reason, remote) {
+            warn!(self.log, "connection closed before the tls handshake";
+                "code" => ErrorCode::ConnLimit, "reason" => reason, "remote" => %remote);
+            self.audit(
+                "handshake_refused",
+                json!({"remote": remote.to_string(),
+                "code": ErrorCode::ConnLimit, "reason": reason,
+                "detail": "too many handshakes pending"}),
+            );
+        }
+    }
+
+    /// Whether a refusal for `reason` from `remote` gets its log line and audit
+    /// record now (see [`RefusalLog`]); the counters count every one regardless.
+    fn noted(&self, reason: &'static str, remote: SocketAddr) -> bool {
+        self.refusals
+            .lock()
+            .expect("refusal log lock not poisoned")
+            .admit(Instant::now(), reason, remote.ip())
+    }
+
+    fn audit(&self, event: &'static str, fields: serde_json::Value) {
+        if let Some(a) = &self.audit {
+            a.do_send(Record { event, fields });
+        }
+    }
+
+    /// Once per interval: one line (and one audit record) summing up the refusals
+    /// that were not logged.
+    fn summarise(&self) {
+        let counts = self
+            .refusals
+            .lock()
+            .expect("refusal log lock not poisoned")
+            .summary(Instant::now());
+        let Some(counts) = counts else { return };
+        let total: u64 = counts.values().sum();
+        let by_reason = counts
+            .iter()
+            .map(|(r, n)| format!("{r}={n}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        warn!(self.log, "refusals not logged";
+            "total" => total, "by_reason" => &by_reason,
+            "interval_s" => REFUSAL_LOG_INTERVAL.as_secs());
+        self.audit(
+            "refusals_suppressed",
+            json!({"total": total, "by_reason": counts,
+            "interval_s": REFUSAL_LOG_INTERVAL.as_secs()}),
+        );
+    }
+
     /// Counts, logs and audits a refused session: `reason` is the stable word,
     /// `detail` the rule or the check that refused it, `cert` the peer's certificate
     /// when the TLS handshake got that far.
@@ -383,11 +510,14 @@ impl Accepting {
         &self,
         remote: SocketAddr,
         code: ErrorCode,
-        reason: &str,
+        reason: &'static str,
         detail: &str,
         cert: Option<&CertSummary>,
     ) {
         self.hub.stats.handshake_failed(code);
+        if !self.noted(reason, remote) {
+            return;
+        }
         let peer = cert
             .and_then(|c| c.names.first())
             .map_or("", String::as_str);
@@ -430,6 +560,9 @@ impl Accepting {
             None => (refusal::handshake_reason(rustls_err), e.to_string()),
         };
         self.hub.stats.handshake_failed(code);
+        if !self.noted(reason, remote) {
+            return;
+        }
         warn!(self.log, "handshake failed";
             "code" => code, "reason" => reason, "remote" => %remote, "error" => &detail);
         if let Some(a) = &self.audit {
@@ -474,10 +607,21 @@ impl Accepting {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => return self.tls_refused(remote, &e.into()),
             Err(_) => {
-                self.hub.stats.handshake_failed(ErrorCode::TlsHandshake);
-                return warn!(self.log, "handshake failed";
-                    "code" => ErrorCode::TlsHandshake, "remote" => %remote,
-                    "error" => "no TLS handshake within the time limit");
+                let code = ErrorCode::TlsHandshake;
+                self.hub.stats.handshake_failed(code);
+                let reason = "handshake_timeout";
+                if self.noted(reason, remote) {
+                    let detail = "no tls handshake within the time limit";
+                    warn!(self.log, "handshake failed";
+                        "code" => code, "reason" => reason, "remote" => %remote,
+                        "error" => detail);
+                    self.audit(
+                        "handshake_refused",
+                        json!({"remote": remote.to_string(),
+                        "code": code, "reason": reason, "detail": detail}),
+                    );
+                }
+                return;
             }
         };
         let cert = tls
@@ -556,22 +700,49 @@ impl Accepting {
         };
         let accept = match rules
             .policy
-            .decide(&hello, &name, |a| self.hub.is_claimed(a))
+            .decide(&hello, &name, |a| self.hub.is_held_by_other(a, &name))
         {
             Ok(a) => a,
             Err(r) => return Err((tls, Failed::new(r.code, r.reason))),
         };
         let (tx, rx) = mpsc::channel(QUEUE);
         let peer = Arc::new(PeerTx::new(tx, accept.gso));
-        if !self.hub.claim(accept.address, peer.clone()) {
-            let f = Failed::new(
-                ErrorCode::AddressInUse,
-                format!(
-                    "inner address {} is held by another session",
-                    accept.address
-                ),
-            );
-            return Err((tls, f));
+        let holder = Holder {
+            identity: name.as_str().into(),
+            remote: remote.to_string(),
+            peer: peer.clone(),
+        };
+        let max = rules.max_connections;
+        match self.hub.claim(accept.address, peer.clone(), holder, max) {
+            Claimed::Taken => {}
+            Claimed::Replaced { remote: old } => {
+                info!(self.log, "session replaced";
+                    "peer" => &name, "remote" => %remote, "old_remote" => &old,
+                    "inner" => %accept.address);
+                self.audit(
+                    "session_replaced",
+                    json!({"peer": name,
+                    "remote": remote.to_string(), "old_remote": old,
+                    "inner": accept.address.to_string(), "serial": cert.serial}),
+                );
+            }
+            Claimed::InUse => {
+                let f = Failed::new(
+                    ErrorCode::AddressInUse,
+                    format!(
+                        "inner address {} is held by another session",
+                        accept.address
+                    ),
+                );
+                return Err((tls, f));
+            }
+            Claimed::Full => {
+                let f = Failed::new(
+                    ErrorCode::ConnLimit,
+                    format!("{max} tunnels are live, connection.max_connections is {max}"),
+                );
+                return Err((tls, f));
+            }
         }
         let payload = serde_json::to_vec(&accept).unwrap_or_default();
         if let Err(f) = handshake::write_frame(&mut tls, &Frame::Accept(&payload)).await {

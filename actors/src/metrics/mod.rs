@@ -356,6 +356,12 @@ const SPECS: &[Spec] = &[
         &[],
     ),
     spec(
+        "sssonector_tunnel_handshakes_shed_total",
+        "Server: connections closed before their handshake, tunnel.max_pending_handshakes or max_pending_per_source being pending.",
+        COUNTER,
+        &[],
+    ),
+    spec(
         "sssonector_tunnel_reconnects_total",
         "Client: sessions established after the first.",
         COUNTER,
@@ -590,6 +596,13 @@ impl Collector for TunnelCollector {
             "sssonector_tunnel_handshakes_total",
             &["accepted"],
             s.total as f64,
+        );
+        f.add(
+            "sssonector_tunnel_handshakes_shed_total",
+            &[],
+            self.stats
+                .handshakes_shed
+                .load(std::sync::atomic::Ordering::Relaxed) as f64,
         );
         for (code, n) in &s.handshake_failures {
             f.add(

@@ -247,6 +247,9 @@ pub struct PeerTx {
     pub bound: AtomicU64,
     /// Its rate-limiting flow, to count packets dropped by the bound.
     pub flow: std::sync::OnceLock<Arc<Flow>>,
+    /// Cancelled to end the session from outside it: a new session of the same
+    /// identity took its inner address over.
+    pub close: CancellationToken,
 }
 
 impl PeerTx {
@@ -260,6 +263,7 @@ impl PeerTx {
             queued: AtomicU64::new(0),
             bound: AtomicU64::new(0),
             flow: std::sync::OnceLock::new(),
+            close: CancellationToken::new(),
         }
     }
 
@@ -430,6 +434,61 @@ fn complete_checksum(hdr: &[u8; VNET_HDR], packet: &mut [u8]) {
     packet[at..at + 2].copy_from_slice(&sum.to_be_bytes());
 }
 
+/// Who holds a route on a server: the session's identity, where it comes from, and
+/// its handle (to close it when the same identity takes the address over).
+#[derive(Clone)]
+pub struct Holder {
+    /// The authenticated identity: the certificate name `allowed_clients` matched.
+    pub identity: Arc<str>,
+    /// The client's `ip:port`, for the audit record of a takeover.
+    pub remote: String,
+    /// The session's router handle.
+    pub peer: Arc<PeerTx>,
+}
+
+/// What [`decide_claim`] says about a session claiming an inner address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// Free: take it.
+    Take,
+    /// Held by a session of the same identity: the client came back from elsewhere
+    /// (NAT rebinding, a new uplink) before the old session timed out. The new
+    /// session takes over and the old one is closed.
+    Replace,
+    /// Held by another identity: refused (`E_ADDRESS_IN_USE`).
+    InUse,
+    /// Free, but `connection.max_connections` sessions are live (`E_CONN_LIMIT`).
+    Full,
+}
+
+/// The decision on a claim by `claimant` of an address held by `holder` (`None`:
+/// free; an empty identity is nobody's, so never replaced), with `live` sessions of
+/// `max` at most. A takeover keeps the count, so it is never `Full`.
+pub fn decide_claim(holder: Option<&str>, claimant: &str, live: usize, max: usize) -> Claim {
+    match holder {
+        Some(h) if !h.is_empty() && h == claimant => Claim::Replace,
+        Some(_) => Claim::InUse,
+        None if live >= max => Claim::Full,
+        None => Claim::Take,
+    }
+}
+
+/// What came of [`Hub::claim`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Claimed {
+    /// The address was free and is now this session's.
+    Taken,
+    /// The address was this identity's older session's (from `remote`), now closed.
+    Replaced {
+        /// Where the old session came from.
+        remote: String,
+    },
+    /// Another identity holds it.
+    InUse,
+    /// Too many sessions are live.
+    Full,
+}
+
 /// The TUN device and the routing table between it and the sessions.
 pub struct Hub {
     tun: Arc<AsyncDevice>,
@@ -438,8 +497,9 @@ pub struct Hub {
     /// The server: routes by destination. A client sends everything to `default`.
     routes: ArcSwap<HashMap<IpAddr, Arc<PeerTx>>>,
     default: ArcSwapOption<PeerTx>,
-    /// Serialises changes to `routes` (control path only).
-    writer: Mutex<()>,
+    /// Serialises changes to `routes` (control path only), and says who holds each
+    /// route (server).
+    writer: Mutex<HashMap<IpAddr, Holder>>,
     /// Reused chunks.
     pub pool: Pool,
     /// The tunnel's counters.
@@ -473,7 +533,7 @@ impl Hub {
             offload,
             routes: ArcSwap::default(),
             default: ArcSwapOption::empty(),
-            writer: Mutex::new(()),
+            writer: Mutex::new(HashMap::new()),
             pool: Pool::default(),
             stats,
             busy,
@@ -517,17 +577,38 @@ impl Hub {
         }
     }
 
-    /// Routes `addr` to `peer` unless another session holds it; false then.
-    pub fn claim(&self, addr: IpAddr, peer: Arc<PeerTx>) -> bool {
-        let _w = self.writer.lock().expect("route lock not poisoned");
+    /// Routes `addr` to `peer` for the session of `identity` from `remote`, as
+    /// [`decide_claim`] says with `max` sessions at most; a session of the same
+    /// identity that held it is told to close.
+    pub fn claim(&self, addr: IpAddr, peer: Arc<PeerTx>, claimant: Holder, max: usize) -> Claimed {
+        let mut holders = self.writer.lock().expect("route lock not poisoned");
         let current = self.routes.load();
-        if current.contains_key(&addr) {
-            return false;
-        }
+        let holder = current
+            .get(&addr)
+            .map(|p| holders.get(&addr).filter(|h| Arc::ptr_eq(&h.peer, p)));
+        let decision = decide_claim(
+            holder.map(|h| h.map_or("", |h| &*h.identity)),
+            &claimant.identity,
+            current.len(),
+            max,
+        );
+        let replaced = match decision {
+            Claim::InUse => return Claimed::InUse,
+            Claim::Full => return Claimed::Full,
+            Claim::Take => None,
+            Claim::Replace => holders.remove(&addr),
+        };
         let mut next = HashMap::clone(&current);
-        next.insert(addr, peer);
+        next.insert(addr, peer.clone());
         self.routes.store(Arc::new(next));
-        true
+        holders.insert(addr, Holder { peer, ..claimant });
+        match replaced {
+            Some(old) => {
+                old.peer.close.cancel();
+                Claimed::Replaced { remote: old.remote }
+            }
+            None => Claimed::Taken,
+        }
     }
 
     /// Whether a session holds `addr`.
@@ -535,14 +616,26 @@ impl Hub {
         self.routes.load().contains_key(&addr)
     }
 
+    /// Whether a session of another identity than `identity` holds `addr`.
+    pub fn is_held_by_other(&self, addr: IpAddr, identity: &str) -> bool {
+        let holders = self.writer.lock().expect("route lock not poisoned");
+        let current = self.routes.load();
+        current.get(&addr).is_some_and(|p| {
+            !holders
+                .get(&addr)
+                .is_some_and(|h| Arc::ptr_eq(&h.peer, p) && &*h.identity == identity)
+        })
+    }
+
     /// Removes the route to `addr` if it still leads to `peer`.
     pub fn release(&self, addr: IpAddr, peer: &Arc<PeerTx>) {
-        let _w = self.writer.lock().expect("route lock not poisoned");
+        let mut holders = self.writer.lock().expect("route lock not poisoned");
         let current = self.routes.load();
         if current.get(&addr).is_some_and(|p| Arc::ptr_eq(p, peer)) {
             let mut next = HashMap::clone(&current);
             next.remove(&addr);
             self.routes.store(Arc::new(next));
+            holders.remove(&addr);
         }
     }
 
@@ -883,6 +976,16 @@ impl Drop for Inbound {
 mod tests {
     use super::*;
     use crate::tunnel::codec;
+
+    #[test]
+    fn the_same_identity_takes_its_address_over_and_another_is_refused() {
+        assert_eq!(decide_claim(None, "c1", 0, 10), Claim::Take);
+        assert_eq!(decide_claim(Some("c1"), "c1", 10, 10), Claim::Replace);
+        assert_eq!(decide_claim(Some("c1"), "c2", 1, 10), Claim::InUse);
+        assert_eq!(decide_claim(Some(""), "", 1, 10), Claim::InUse);
+        assert_eq!(decide_claim(None, "c1", 10, 10), Claim::Full);
+        assert_eq!(decide_claim(None, "c1", 11, 10), Claim::Full);
+    }
 
     #[test]
     fn addresses_come_from_the_ip_header() {

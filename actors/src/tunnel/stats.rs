@@ -215,7 +215,7 @@ pub const DURATION_BUCKETS: [f64; 10] = [
 ];
 
 /// Handshake and session outcomes counted by code.
-pub const OUTCOMES: [ErrorCode; 11] = [
+pub const OUTCOMES: [ErrorCode; 12] = [
     ErrorCode::TlsUntrusted,
     ErrorCode::TlsHandshake,
     ErrorCode::AccessDenied,
@@ -226,6 +226,7 @@ pub const OUTCOMES: [ErrorCode; 11] = [
     ErrorCode::PeerClosed,
     ErrorCode::Io,
     ErrorCode::RateLimited,
+    ErrorCode::ConnLimit,
     ErrorCode::Internal,
 ];
 
@@ -271,6 +272,9 @@ pub struct Stats {
     session_ends: [AtomicU64; OUTCOMES.len()],
     /// Sessions started since the daemon started.
     pub sessions_total: AtomicU64,
+    /// Server: connections closed before their handshake because
+    /// `tunnel.max_pending_handshakes` (or the per-source cap) were pending.
+    pub handshakes_shed: AtomicU64,
     peak: AtomicU64,
     /// Client: sessions established after the first.
     pub reconnects: AtomicU64,
@@ -297,6 +301,7 @@ impl Default for Stats {
             handshake_failures: Default::default(),
             session_ends: Default::default(),
             sessions_total: AtomicU64::new(0),
+            handshakes_shed: AtomicU64::new(0),
             peak: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
             durations: Durations::new(&DURATION_BUCKETS),
@@ -360,6 +365,11 @@ impl Stats {
     /// Counts a failed TLS or session handshake.
     pub fn handshake_failed(&self, code: ErrorCode) {
         self.handshake_failures[slot(code)].fetch_add(1, Relaxed);
+    }
+
+    /// Counts a connection closed because too many handshakes were pending.
+    pub fn handshake_shed(&self) {
+        self.handshakes_shed.fetch_add(1, Relaxed);
     }
 
     /// Live sessions now.
@@ -465,6 +475,7 @@ impl Stats {
             },
             "reconnects": s.reconnects,
             "handshake_failures": by_code(&s.handshake_failures),
+            "handshakes_shed": self.handshakes_shed.load(Relaxed),
             "totals": s.totals.to_json(),
             "peers": peers,
             "streams": self.streams.snapshot().to_json(),
