@@ -18,7 +18,7 @@ pub mod backoff;
 
 use std::net::IpAddr;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use actix::prelude::*;
@@ -90,6 +90,9 @@ pub struct Dialer {
     /// Picks, health-checks and fails over between the servers; started with the
     /// actor and stopped with it (it stops once nobody holds its address).
     balancer: Option<Addr<Balancer>>,
+    /// The same balancer, for the daemon's `status` and `health` (set once it
+    /// starts; a supervised restart keeps the address).
+    shown: Arc<OnceLock<Addr<Balancer>>>,
     /// When to dial again, and whether to probe meanwhile (boxed, like `servers`:
     /// the actor is moved around whole).
     redial: Box<Redial>,
@@ -131,6 +134,7 @@ impl Dialer {
             target: Target::from_config(config)?,
             servers: Some(Box::new(balancer::Settings::for_servers(config))),
             balancer: None,
+            shown: Arc::default(),
             lease: None,
             redial: Box::new(Redial::new(backoff_of(config))),
             probe_targets: probe_targets(config),
@@ -146,6 +150,12 @@ impl Dialer {
             drain,
             log,
         })
+    }
+
+    /// Where the servers' balancer will be once the actor started: the daemon reports
+    /// it as its `balancer` component.
+    pub fn balancer_slot(&self) -> Arc<OnceLock<Addr<Balancer>>> {
+        self.shown.clone()
     }
 
     /// Where security events go (the audit actor starts after this one is built).
@@ -308,12 +318,10 @@ impl Actor for Dialer {
             let registry = self.hub.stats.endpoints.clone();
             let log = self.log.new(slog::o!("actor" => "balancer"));
             let balancer = Balancer::new(SERVICE.to_string(), *settings, registry, log);
-            self.balancer = Some(supervise::start(
-                balancer,
-                "balancer",
-                OnStop::Restart,
-                &self.log,
-            ));
+            let addr = supervise::start(balancer, "balancer", OnStop::Restart, &self.log);
+            // Set once: `servers` is taken by the first start only.
+            let _ = self.shown.set(addr.clone());
+            self.balancer = Some(addr);
         }
         // Again after a restart only when no session is up or being made.
         if self.connection.is_none() {
