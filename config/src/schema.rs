@@ -55,6 +55,8 @@ pub mod defaults {
     pub const RETRY_ATTEMPTS: u32 = 3;
     /// `connection.retry_interval`.
     pub const RETRY_INTERVAL: Duration = Duration::from_secs(5);
+    /// `connection.retry_max_interval`.
+    pub const RETRY_MAX_INTERVAL: Duration = Duration::from_secs(5);
     /// `connection.connect_timeout`.
     pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
     /// `connection.drain_timeout`.
@@ -342,6 +344,10 @@ pub struct Connection {
     pub retry_attempts: u32,
     /// Pause between the first dial attempts. Default 5s.
     pub retry_interval: DurationValue,
+    /// Longest pause between dials once backing off (never below `retry_interval`):
+    /// a server that refuses is retried this often; one that is down is probed
+    /// every 250 ms anyway. Default 5s. Reload: live.
+    pub retry_max_interval: DurationValue,
     /// Time allowed for TCP connect plus TLS handshake. Default 10s.
     pub connect_timeout: DurationValue,
     /// On stop, time given to live connections to finish before they are cut.
@@ -357,6 +363,7 @@ impl Default for Connection {
             keepalive_idle: DurationValue::of(defaults::KEEPALIVE_IDLE),
             retry_attempts: defaults::RETRY_ATTEMPTS,
             retry_interval: DurationValue::of(defaults::RETRY_INTERVAL),
+            retry_max_interval: DurationValue::of(defaults::RETRY_MAX_INTERVAL),
             connect_timeout: DurationValue::of(defaults::CONNECT_TIMEOUT),
             drain_timeout: DurationValue::of(defaults::DRAIN_TIMEOUT),
         }

@@ -322,6 +322,7 @@ impl Validator {
         );
         self.duration("connection.keepalive_idle", &k.keepalive_idle);
         self.duration("connection.retry_interval", &k.retry_interval);
+        self.duration("connection.retry_max_interval", &k.retry_max_interval);
         self.duration("connection.connect_timeout", &k.connect_timeout);
         self.duration("connection.drain_timeout", &k.drain_timeout);
 

@@ -624,6 +624,9 @@ struct Picked {
     address: String,
     row: Arc<EndpointRow>,
     breaker: Addr<BreakerActor>,
+    /// Picked although unhealthy or with its breaker open, as nothing else was left
+    /// ([`Pool::pick_fallback`]): dialed without asking the breaker.
+    forced: bool,
 }
 
 /// A picked endpoint's stream ended, or its try failed.
@@ -654,11 +657,14 @@ impl Handler<Pick> for Balancer {
     type Result = Option<Picked>;
 
     fn handle(&mut self, msg: Pick, _ctx: &mut Self::Context) -> Self::Result {
-        let index = if self.settings.priority {
-            self.pool.pick_first(&self.order, &msg.exclude)
+        let (index, forced) = if self.settings.priority {
+            match self.pool.pick_first(&self.order, &msg.exclude) {
+                Some(i) => (i, false),
+                None => (self.pool.pick_fallback(&self.order, &msg.exclude)?, true),
+            }
         } else {
-            self.pool.pick(&msg.exclude)
-        }?;
+            (self.pool.pick(&msg.exclude)?, false)
+        };
         let address = self.pool.get(index)?.key().to_owned();
         let b = self.backends.get(&address)?;
         self.pool.started(index);
@@ -668,6 +674,7 @@ impl Handler<Pick> for Balancer {
             row: b.row.clone(),
             breaker: b.breaker.clone(),
             address,
+            forced,
         })
     }
 }
@@ -827,11 +834,15 @@ impl Plan {
                 leased: false,
             };
             let address = attempt.picked.address.clone();
-            match attempt.picked.breaker.send(breaker::Allow).await {
-                Ok(Some(permit)) => attempt.permit = Some(permit),
-                Ok(None) | Err(_) => {
-                    tried.push(format!("{address} ({})", ErrorCode::BreakerOpen));
-                    continue;
+            if attempt.picked.forced {
+                debug!(self.log, "no eligible endpoint, dialing one anyway"; "endpoint" => &address);
+            } else {
+                match attempt.picked.breaker.send(breaker::Allow).await {
+                    Ok(Some(permit)) => attempt.permit = Some(permit),
+                    Ok(None) | Err(_) => {
+                        tried.push(format!("{address} ({})", ErrorCode::BreakerOpen));
+                        continue;
+                    }
                 }
             }
             tries += 1;

@@ -270,6 +270,17 @@ impl Pool {
             .find(|&i| self.candidate(i, exclude).is_some())
     }
 
+    /// When [`pick_first`](Self::pick_first) finds none: the first endpoint of
+    /// `order` not in `exclude`, draining or removed, whatever its health checks and
+    /// breaker say. They choose among a client's servers; they must never keep it
+    /// off all of them (a dead, then restarted, only server would wait for its
+    /// checks and breaker to notice for tens of seconds).
+    pub fn pick_fallback(&self, order: &[usize], exclude: &[usize]) -> Option<usize> {
+        order.iter().copied().find(|&i| {
+            !exclude.contains(&i) && self.get(i).is_some_and(|m| !m.draining && !m.removed)
+        })
+    }
+
     /// The first candidate after the cursor, wrapping around: each candidate in turn.
     fn pick_round_robin(&mut self, exclude: &[usize]) -> Option<usize> {
         let i = self
@@ -399,6 +410,21 @@ mod tests {
             assert_eq!(got, [Some(4); 6], "{strategy:?}");
             assert_eq!(p.pick(&[3, 4]), None, "{strategy:?}");
         }
+    }
+
+    #[test]
+    fn the_fallback_ignores_health_and_breakers_but_not_drains_or_exclusions() {
+        let mut p = pool(Kind::RoundRobin, &[1, 1, 1]);
+        let order = [0, 1, 2];
+        p.set_healthy(0, false);
+        p.set_breaker_open(1, true);
+        p.set_healthy(2, false);
+        assert_eq!(p.pick_first(&order, &[]), None);
+        assert_eq!(p.pick_fallback(&order, &[]), Some(0));
+        assert_eq!(p.pick_fallback(&order, &[0]), Some(1));
+        p.set_draining("10.0.0.1:80", true);
+        assert_eq!(p.pick_fallback(&order, &[0]), Some(2));
+        assert_eq!(p.pick_fallback(&order, &[0, 2]), None);
     }
 
     #[test]

@@ -22,7 +22,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use actix::prelude::*;
@@ -36,6 +36,7 @@ pub use self::services::EndpointOp;
 use self::services::Services;
 use crate::audit::{AuditActor, Record, Reopen};
 use crate::balancer::registry::{EndpointChange, EndpointEvent};
+use crate::balancer::Balancer;
 use crate::certs::{self, CertWatcher};
 use crate::control::protocol::SetLogLevel;
 use crate::control::{self, ControlSocketActor, Router};
@@ -148,6 +149,8 @@ pub struct Daemon {
     tun: Option<Addr<TunAdapter>>,
     listener: Option<Addr<Listener>>,
     dialer: Option<Addr<Dialer>>,
+    /// Client: the dialer's balancer over `tunnel.servers`, the `balancer` component.
+    tunnel_balancer: Option<Arc<OnceLock<Addr<Balancer>>>>,
     /// Service listeners (client) or balancers (server).
     services: Services,
     /// Keeps the rate limits in force.
@@ -246,6 +249,7 @@ impl Daemon {
             tun: None,
             listener: None,
             dialer: None,
+            tunnel_balancer: None,
             services,
             limiter: None,
             dropped,
@@ -304,6 +308,7 @@ impl Daemon {
             }
             Side::Client(mut d) => {
                 d.set_audit(self.audit.clone());
+                self.tunnel_balancer = Some(d.balancer_slot());
                 self.dialer = Some(supervise::start(d, "dialer", OnStop::End, &self.log));
             }
         }
@@ -544,7 +549,12 @@ impl Daemon {
         let (listeners, balancers) = self.services.connected();
         let of = |actors: Option<bool>| actors.map_or(ComponentState::Off, on);
         parts.push(("services", of(listeners.or(balancers))));
-        parts.push(("balancer", of(balancers)));
+        // A client balances over its tunnel servers (its services have none).
+        let tunnel = self
+            .tunnel_balancer
+            .as_ref()
+            .map(|slot| slot.get().is_some_and(Addr::connected));
+        parts.push(("balancer", of(balancers.or(tunnel))));
         let limiting = self.config.throttle.enabled;
         parts.push((
             "ratelimit",

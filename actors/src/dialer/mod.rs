@@ -1,7 +1,9 @@
 //! The Dialer actor (client): gets a TCP connection to one of `tunnel.servers` from
 //! its [`Balancer`], verifies the server's certificate and `server_name`, runs the
 //! session handshake and starts a Connection. When the session ends it dials again
-//! at once; when a round fails, after [`Backoff`]'s delay, forever.
+//! at once; when a round fails, after [`Backoff`]'s delay, forever, cut short by a
+//! TCP-connect probe every [`backoff::PROBE_EVERY`] when no server could be reached
+//! ([`Redial`]): so the tunnel is back within a second of its server.
 //!
 //! The balancer (service [`SERVICE`] in the endpoint registry, so the servers show in
 //! `ctl endpoints`, Prometheus and the SNMP endpoint table) keeps the servers in the
@@ -16,7 +18,7 @@ pub mod backoff;
 
 use std::net::IpAddr;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use actix::prelude::*;
@@ -28,7 +30,7 @@ use tokio::net::TcpStream;
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
-use self::backoff::Backoff;
+use self::backoff::{Backoff, Redial, Step};
 use crate::audit::{AuditActor, Record};
 use crate::balancer::{self, Balancer, ConnectUnconfirmed, Connected, Lease};
 use crate::connection::{CloseSession, Connection, Established, SessionClosed};
@@ -88,7 +90,14 @@ pub struct Dialer {
     /// Picks, health-checks and fails over between the servers; started with the
     /// actor and stopped with it (it stops once nobody holds its address).
     balancer: Option<Addr<Balancer>>,
-    backoff: Backoff,
+    /// The same balancer, for the daemon's `status` and `health` (set once it
+    /// starts; a supervised restart keeps the address).
+    shown: Arc<OnceLock<Addr<Balancer>>>,
+    /// When to dial again, and whether to probe meanwhile (boxed, like `servers`:
+    /// the actor is moved around whole).
+    redial: Box<Redial>,
+    /// The servers' addresses, for the probes.
+    probe_targets: Arc<[String]>,
     hub: Arc<Hub>,
     runtime: Handle,
     keepalive: Duration,
@@ -121,13 +130,14 @@ impl Dialer {
         drain: Option<DrainToken>,
         log: Logger,
     ) -> crate::Result<Self> {
-        let c = &config.connection;
         Ok(Self {
             target: Target::from_config(config)?,
             servers: Some(Box::new(balancer::Settings::for_servers(config))),
             balancer: None,
+            shown: Arc::default(),
             lease: None,
-            backoff: Backoff::new(c.retry_attempts, c.retry_interval.duration()),
+            redial: Box::new(Redial::new(backoff_of(config))),
+            probe_targets: probe_targets(config),
             hub,
             runtime,
             keepalive: config.tunnel.keepalive.duration(),
@@ -142,6 +152,12 @@ impl Dialer {
         })
     }
 
+    /// Where the servers' balancer will be once the actor started: the daemon reports
+    /// it as its `balancer` component.
+    pub fn balancer_slot(&self) -> Arc<OnceLock<Addr<Balancer>>> {
+        self.shown.clone()
+    }
+
     /// Where security events go (the audit actor starts after this one is built).
     pub fn set_audit(&mut self, audit: Option<Addr<AuditActor>>) {
         self.audit = audit;
@@ -152,8 +168,9 @@ impl Dialer {
             return;
         }
         let Some(balancer) = self.balancer.clone() else {
-            return self.retry_later(ctx);
+            return self.retry_later(false, ctx);
         };
+        self.redial.dialing();
         let target = self.target.clone();
         let renewals = self.renewals;
         let hub = self.hub.clone();
@@ -164,25 +181,58 @@ impl Dialer {
         ctx.spawn(
             async move { task.await.ok() }.into_actor(self).map(
                 move |result, act, ctx| match result {
-                    Some(Some((est, lease))) => {
+                    Some(Ok((est, lease))) => {
                         act.established(est, lease, ctx);
                         if act.renewals != renewals {
                             act.rehandshake();
                         }
                     }
-                    _ => act.retry_later(ctx),
+                    Some(Err(reached)) => act.retry_later(reached, ctx),
+                    None => act.retry_later(false, ctx),
                 },
             ),
         );
     }
 
-    fn retry_later(&mut self, ctx: &mut Context<Self>) {
-        let delay = self.backoff.failed(jitter());
-        if self.backoff.failures() == 1 || self.backoff.failures() % 10 == 0 {
+    /// A round failed; `reached`: a server took the TCP connect and refused.
+    fn retry_later(&mut self, reached: bool, ctx: &mut Context<Self>) {
+        let delay = self.redial.failed(Instant::now(), reached, jitter());
+        let failures = self.redial.failures();
+        if failures == 1 || failures % 10 == 0 {
             info!(self.log, "dialing again"; "in_ms" => delay.as_millis() as u64,
-                "failed_rounds" => self.backoff.failures());
+                "failed_rounds" => failures, "probing" => !reached);
         }
-        ctx.run_later(delay, |act, ctx| act.dial(ctx));
+        self.next_step(ctx);
+    }
+
+    /// Carries out the redial plan's next step: dial, probe, or wait for either.
+    fn next_step(&mut self, ctx: &mut Context<Self>) {
+        if self.stopping || self.connection.is_some() {
+            return;
+        }
+        let now = Instant::now();
+        match self.redial.next(now) {
+            Step::Dial => self.dial(ctx),
+            Step::WaitUntil(t) => {
+                ctx.run_later(t.saturating_duration_since(now), |act, ctx| {
+                    act.next_step(ctx);
+                });
+            }
+            Step::Probe => {
+                let targets = self.probe_targets.clone();
+                let task = self.runtime.spawn(async move { probe(&targets).await });
+                ctx.spawn(
+                    async move { task.await.unwrap_or(false) }
+                        .into_actor(self)
+                        .map(move |ok, act, ctx| {
+                            if act.redial.probed(now, ok) {
+                                info!(act.log, "server answers, dialing now");
+                            }
+                            act.next_step(ctx);
+                        }),
+                );
+            }
+        }
     }
 
     fn established(&mut self, est: Established, lease: Lease, ctx: &mut Context<Self>) {
@@ -191,7 +241,7 @@ impl Dialer {
         }
         lease.row().carry(Some(est.session.counters.clone()));
         self.lease = Some(lease);
-        self.backoff.succeeded();
+        self.redial.succeeded();
         self.sessions += 1;
         if self.sessions > 1 {
             self.hub.stats.reconnects.fetch_add(1, Relaxed);
@@ -220,6 +270,38 @@ impl Dialer {
     }
 }
 
+/// The retry policy of `config`.
+fn backoff_of(config: &Config) -> Backoff {
+    let c = &config.connection;
+    Backoff::new(
+        c.retry_attempts,
+        c.retry_interval.duration(),
+        c.retry_max_interval.duration(),
+    )
+}
+
+/// The addresses the probes try: the configured servers.
+fn probe_targets(config: &Config) -> Arc<[String]> {
+    config
+        .tunnel
+        .servers
+        .iter()
+        .map(|s| s.address.get().to_string())
+        .collect()
+}
+
+/// Whether any of `targets` takes a TCP connect within [`backoff::PROBE_EVERY`]; the
+/// socket is closed at once (the server sees a connection end before its handshake).
+async fn probe(targets: &[String]) -> bool {
+    for t in targets {
+        let connect = TcpStream::connect(t.as_str());
+        if let Ok(Ok(_)) = tokio::time::timeout(backoff::PROBE_EVERY, connect).await {
+            return true;
+        }
+    }
+    false
+}
+
 /// A pseudo-random number in `[0, 1)` for jitter; quality does not matter.
 fn jitter() -> f64 {
     let nanos = SystemTime::now()
@@ -237,12 +319,10 @@ impl Actor for Dialer {
             let registry = self.hub.stats.endpoints.clone();
             let log = self.log.new(slog::o!("actor" => "balancer"));
             let balancer = Balancer::new(SERVICE.to_string(), *settings, registry, log);
-            self.balancer = Some(supervise::start(
-                balancer,
-                "balancer",
-                OnStop::Restart,
-                &self.log,
-            ));
+            let addr = supervise::start(balancer, "balancer", OnStop::Restart, &self.log);
+            // Set once: `servers` is taken by the first start only.
+            let _ = self.shown.set(addr.clone());
+            self.balancer = Some(addr);
         }
         // Again after a restart only when no session is up or being made.
         if self.connection.is_none() {
@@ -308,8 +388,8 @@ impl Handler<Reconfigure> for Dialer {
             Some(b) => b.do_send(balancer::Reconfigure(servers)),
             None => self.servers = Some(Box::new(servers)),
         }
-        let c = &msg.0.connection;
-        self.backoff = Backoff::new(c.retry_attempts, c.retry_interval.duration());
+        self.redial.set_backoff(backoff_of(&msg.0));
+        self.probe_targets = probe_targets(&msg.0);
         self.keepalive = msg.0.tunnel.keepalive.duration();
     }
 }
@@ -371,25 +451,26 @@ impl Handler<Shutdown> for Dialer {
 
 /// One round: a TCP connection from the balancer (which fails over between the
 /// servers), then the TLS and session handshakes on it, whose outcome the server's
-/// breaker hears. Some session and its lease, or none (logged and counted).
+/// breaker hears. The session and its lease, or whether a server was reached (it
+/// took the TCP connect but the handshake failed); logged and counted.
 async fn dial_round(
     target: &Target,
     balancer: &Addr<Balancer>,
     hub: &Arc<Hub>,
     log: &Logger,
-) -> Option<(Established, Lease)> {
+) -> Result<(Established, Lease), bool> {
     let started = Instant::now();
     let Connected { socket, mut lease } = match balancer.send(ConnectUnconfirmed).await {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => {
             hub.stats.handshake_failed(ErrorCode::Io);
             warn!(log, "dial failed"; "code" => e.code, "reason" => &e.message);
-            return None;
+            return Err(false);
         }
         Err(e) => {
             warn!(log, "dial failed"; "code" => ErrorCode::Internal,
                 "reason" => %format_args!("servers' balancer: {e}"));
-            return None;
+            return Err(false);
         }
     };
     let server = lease.address().to_string();
@@ -399,7 +480,7 @@ async fn dial_round(
             hub.stats.handshake_failed(ErrorCode::Io);
             warn!(log, "dial failed"; "server" => &server, "code" => ErrorCode::Io,
                 "reason" => %format_args!("socket: {e}"));
-            return None;
+            return Err(false);
         }
     };
     let failed = match tokio::time::timeout(HANDSHAKE_TIMEOUT, dial_one(target, tcp, &server, hub))
@@ -408,7 +489,7 @@ async fn dial_round(
         Ok(Ok(est)) => {
             lease.confirm(true);
             slog::debug!(log, "dialed"; "server" => &server, "ms" => started.elapsed().as_millis() as u64);
-            return Some((est, lease));
+            return Ok((est, lease));
         }
         Ok(Err(f)) => f,
         Err(_) => Failed::new(ErrorCode::Timeout, "no session within the time limit"),
@@ -423,7 +504,8 @@ async fn dial_round(
     } else {
         warn!(log, "dial failed"; "server" => &server, "code" => failed.code, "reason" => &failed.reason);
     }
-    None
+    // A connection cut mid-handshake is a server going away, not one refusing.
+    Err(failed.code != ErrorCode::Io)
 }
 
 /// The TLS and session handshakes on `tcp`, connected to `server`.
