@@ -214,6 +214,7 @@ impl Balancer {
         let index = self.pool.add(&t.address, t.weight);
         let row = self.registry.row(&self.name, &t.address, t.weight);
         row.set_healthy(true);
+        row.set_unknown();
         row.set_breaker(registry::BreakerState::Closed);
         let draining = self.draining.contains(&t.address);
         self.pool.set_draining(&t.address, draining);

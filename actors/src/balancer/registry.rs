@@ -71,6 +71,18 @@ pub struct EndpointEvent {
 }
 
 /// An endpoint's circuit breaker state as the registry stores it: the values of the
+/// What the health checks know of an endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Health {
+    /// Not checked yet since it was added.
+    Unknown,
+    /// The checks find it up.
+    Healthy,
+    /// The checks find it down.
+    Unhealthy,
+}
+
 /// MIB's `sssEndpointBreakerState` (closed(1), open(2), halfOpen(3)).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -127,6 +139,10 @@ pub struct EndpointRow {
     origin: Instant,
     weight: AtomicU32,
     healthy: AtomicBool,
+    /// A health check came back since the balancer took the endpoint on: until
+    /// then its health is `unknown` (the pool still offers it, as it has nothing
+    /// against it).
+    known: AtomicBool,
     draining: AtomicBool,
     breaker: AtomicU8,
     /// Streams connected and not yet finished.
@@ -179,6 +195,7 @@ impl EndpointRow {
             origin,
             weight: AtomicU32::new(weight.max(1)),
             healthy: AtomicBool::new(true),
+            known: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             breaker: AtomicU8::new(BreakerState::Closed as u8),
             active: AtomicU64::new(0),
@@ -285,6 +302,20 @@ impl EndpointRow {
         self.healthy.store(healthy, Relaxed);
     }
 
+    /// The balancer took the endpoint on afresh: unchecked, so `unknown`.
+    pub(crate) fn set_unknown(&self) {
+        self.known.store(false, Relaxed);
+    }
+
+    /// `unknown` until the first check, then the checks' verdict.
+    pub fn health(&self) -> Health {
+        match (self.known.load(Relaxed), self.healthy()) {
+            (false, _) => Health::Unknown,
+            (true, true) => Health::Healthy,
+            (true, false) => Health::Unhealthy,
+        }
+    }
+
     pub(crate) fn set_draining(&self, draining: bool) {
         self.draining.store(draining, Relaxed);
     }
@@ -296,6 +327,7 @@ impl EndpointRow {
     /// Records a health check's result made at `now`.
     pub(crate) fn checked(&self, ok: bool, now: Instant) {
         self.checks.fetch_add(1, Relaxed);
+        self.known.store(true, Relaxed);
         if !ok {
             self.failed_checks.fetch_add(1, Relaxed);
         }
@@ -325,6 +357,7 @@ impl EndpointRow {
             address: self.address.clone(),
             weight: self.weight.load(Relaxed),
             healthy: self.healthy(),
+            health: self.health(),
             draining: self.draining.load(Relaxed),
             breaker: self.breaker(),
             active: self.active(),
@@ -355,8 +388,10 @@ pub struct EndpointView {
     pub address: String,
     /// Its weight under weighted round robin.
     pub weight: u32,
-    /// The health checks' verdict.
+    /// The health checks' verdict (true until one says otherwise: the pool's view).
     pub healthy: bool,
+    /// The same, `unknown` until the first check.
+    pub health: Health,
     /// Whether an operator is draining it.
     pub draining: bool,
     /// Its breaker's state.
@@ -569,6 +604,7 @@ mod tests {
         );
         assert_eq!(v.breaker, BreakerState::HalfOpen);
         assert_eq!((v.checks, v.failed_checks, v.healthy), (1, 1, false));
+        assert_eq!(v.health, Health::Unhealthy);
         assert!(v.last_check_ms_ago.is_some_and(|ms| ms < 1000));
         assert_eq!(v.durations.count, 4);
         // 50 ms lies in the 0.1 s bucket and beyond; 2 s from the 10 s bucket on.
@@ -608,5 +644,17 @@ mod tests {
             .expect("serializes")
             .get("last_check_ms_ago")
             .is_none());
+    }
+
+    #[test]
+    fn health_is_unknown_until_the_first_check_and_again_when_taken_on_afresh() {
+        let e = Endpoints::default();
+        let row = e.row("web", "a:1", 1);
+        assert_eq!(row.view().health, Health::Unknown);
+        assert!(row.view().healthy, "the pool still offers it");
+        row.checked(true, Instant::now());
+        assert_eq!(row.view().health, Health::Healthy);
+        row.set_unknown();
+        assert_eq!(row.view().health, Health::Unknown);
     }
 }
