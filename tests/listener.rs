@@ -189,6 +189,13 @@ fn a_client_back_from_a_new_address_replaces_its_session_and_another_identity_is
         site.cli2.ping_until(SERVER_INNER, WAIT).is_some(),
         "the new session carries no packets"
     );
+    // The old session is closed at the takeover, not left to time out.
+    let old_remote = r["old_remote"].as_str().unwrap_or_default().to_string();
+    site.server.find_or_wait(
+        "session closed",
+        &[("peer", "c1"), ("remote", &old_remote)],
+        Duration::from_secs(5),
+    );
 
     // Another identity asking for the held address is still refused.
     let out = std::process::Command::new("ip")
